@@ -1,0 +1,3 @@
+from operator_console.cli import main
+
+main()

@@ -1,0 +1,382 @@
+"""Action lifecycle, approvals, mode and kill switch, persisted so that several processes agree.
+
+Every transition is a conditional UPDATE (state must still be what we read), so two processes
+approving, rejecting or claiming the same action cannot both win.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from operator_console.actions.catalog import ActionSpec, params_hash
+from operator_console.db.models import ActionRow, ApprovalRow, ControlRow
+from operator_console.domain import utcnow
+
+DEFAULT_APPROVAL_TTL_S = 600.0
+DEFAULT_PROPOSAL_TTL_S = 600.0
+
+
+class ActionState(StrEnum):
+    PROPOSED = "proposed"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    VERIFIED = "verified"
+    NOT_VERIFIED = "not_verified"
+    INTERRUPTED = "interrupted"
+
+
+class Mode(StrEnum):
+    OBSERVE = "observe"
+    APPROVE = "approve"
+    AUTO = "auto"
+
+
+class ApprovalError(RuntimeError):
+    """An approval, rejection or execution is refused; the message says why."""
+
+
+def _audit(engine: Engine, kind: str, actor: str, row: ActionRow, **extra: Any) -> None:
+    from operator_console.audit import AuditLog
+
+    AuditLog(engine).append(
+        kind,
+        actor=actor,
+        payload={
+            "action": row.name,
+            "params": row.params,
+            "params_hash": row.params_hash,
+            "risk": row.risk,
+            "state": row.state,
+            **extra,
+        },
+        run_id=row.run_id,
+        ticket_id=row.ticket_id,
+        action_id=row.id,
+    )
+
+
+class Controls:
+    """The persisted operating mode and kill switch."""
+
+    MODE = "mode"
+    KILL = "kill_switch"
+
+    def __init__(self, engine: Engine, *, default_mode: Mode = Mode.APPROVE) -> None:
+        self._engine = engine
+        self._default_mode = default_mode
+
+    def _get(self, key: str) -> str | None:
+        with Session(self._engine) as session:
+            row = session.get(ControlRow, key)
+            return row.value if row else None
+
+    def _set(self, key: str, value: str, by: str) -> None:
+        with Session(self._engine) as session:
+            row = session.get(ControlRow, key)
+            if row is None:
+                row = ControlRow(key=key, value=value, changed_by=by)
+            else:
+                row.value, row.changed_by, row.changed_at = value, by, utcnow()
+            session.add(row)
+            session.commit()
+
+    def mode(self) -> Mode:
+        value = self._get(self.MODE)
+        return Mode(value) if value is not None and value in set(Mode) else self._default_mode
+
+    def kill_switch(self) -> bool:
+        return self._get(self.KILL) == "on"
+
+    def set_mode(self, mode: Mode, *, by: str) -> Mode:
+        """Change the mode; refused while the kill switch is on (except to observe)."""
+        if self.kill_switch() and mode is not Mode.OBSERVE:
+            raise ApprovalError("the kill switch is on: lift it first (kill-switch off)")
+        previous = self.mode()
+        self._set(self.MODE, mode.value, by)
+        from operator_console.audit import AuditLog
+
+        AuditLog(self._engine).append(
+            "mode_changed", actor=by, payload={"from": previous.value, "to": mode.value}
+        )
+        return previous
+
+    def set_kill_switch(self, on: bool, *, by: str) -> list[ActionRow]:
+        """Kill switch on: force observe and cancel every pending action (returned)."""
+        self._set(self.KILL, "on" if on else "off", by)
+        from operator_console.audit import AuditLog
+
+        AuditLog(self._engine).append("kill_switch", actor=by, payload={"on": on})
+        if not on:
+            return []
+        self._set(self.MODE, Mode.OBSERVE.value, by)
+        return ActionRepository(self._engine).cancel_pending(by=by, reason="kill switch")
+
+
+class ActionRepository:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def get(self, action_id: int) -> ActionRow | None:
+        with Session(self._engine, expire_on_commit=False) as session:
+            return session.get(ActionRow, action_id)
+
+    def find(
+        self,
+        *,
+        run_id: str | None = None,
+        ticket_id: int | None = None,
+        states: list[str] | None = None,
+        limit: int = 50,
+    ) -> list[ActionRow]:
+        with Session(self._engine, expire_on_commit=False) as session:
+            query = select(ActionRow)
+            if run_id is not None:
+                query = query.where(ActionRow.run_id == run_id)
+            if ticket_id is not None:
+                query = query.where(ActionRow.ticket_id == ticket_id)
+            if states:
+                query = query.where(col(ActionRow.state).in_(states))
+            return list(session.exec(query.order_by(col(ActionRow.id).desc()).limit(limit)))
+
+    def propose(
+        self,
+        spec: ActionSpec,
+        params: dict[str, Any],
+        *,
+        proposed_by: str,
+        reason: str,
+        run_id: str | None,
+        ticket_id: int | None,
+        restores: str = "",
+        ttl_s: float = DEFAULT_PROPOSAL_TTL_S,
+    ) -> ActionRow:
+        row = ActionRow(
+            run_id=run_id,
+            ticket_id=ticket_id,
+            name=spec.name,
+            params=params,
+            params_hash=params_hash(spec.name, params),
+            risk=spec.risk,
+            restores=restores,
+            reason=reason,
+            proposed_by=proposed_by,
+            state=ActionState.PROPOSED.value,
+            expires_at=utcnow() + timedelta(seconds=ttl_s),
+        )
+        with Session(self._engine, expire_on_commit=False) as session:
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+        _audit(self._engine, "action_proposed", proposed_by, row, reason=reason)
+        return row
+
+    def _transition(
+        self, action_id: int, expected: ActionState, new: ActionState, **values: Any
+    ) -> bool:
+        with Session(self._engine) as session:
+            result = session.execute(
+                update(ActionRow)
+                .where(col(ActionRow.id) == action_id, col(ActionRow.state) == expected.value)
+                .values(state=new.value, **values)
+            )
+            session.commit()
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    def _require(self, action_id: int) -> ActionRow:
+        row = self.get(action_id)
+        if row is None:
+            raise ApprovalError(f"no action {action_id}; see `operator-console actions list`")
+        return row
+
+    def _expire_if_due(self, row: ActionRow) -> None:
+        if row.expires_at is not None and row.expires_at <= utcnow():
+            assert row.id is not None
+            if self._transition(row.id, ActionState(row.state), ActionState.EXPIRED):
+                row.state = ActionState.EXPIRED.value
+                _audit(self._engine, "action_expired", "policy", row)
+            raise ApprovalError(f"action {row.id} expired at {row.expires_at:%H:%M:%S} UTC")
+
+    def approve(
+        self,
+        action_id: int,
+        *,
+        by: str,
+        reason: str = "",
+        ttl_s: float = DEFAULT_APPROVAL_TTL_S,
+        controls: Controls | None = None,
+    ) -> ApprovalRow:
+        row = self._require(action_id)
+        controls = controls or Controls(self._engine)
+        if controls.kill_switch():
+            raise ApprovalError("the kill switch is on: nothing may be approved")
+        if row.state != ActionState.PROPOSED.value:
+            raise ApprovalError(f"action {action_id} is {row.state}, not proposed")
+        self._expire_if_due(row)
+        now = utcnow()
+        if not self._transition(
+            action_id,
+            ActionState.PROPOSED,
+            ActionState.APPROVED,
+            decided_at=now,
+            decided_by=by,
+            decision_reason=reason,
+        ):
+            current = self._require(action_id)
+            raise ApprovalError(f"action {action_id} is {current.state}, not proposed")
+        approval = ApprovalRow(
+            action_id=action_id,
+            params_hash=row.params_hash,
+            approved_by=by,
+            reason=reason,
+            expires_at=now + timedelta(seconds=ttl_s),
+        )
+        with Session(self._engine, expire_on_commit=False) as session:
+            session.add(approval)
+            session.commit()
+            session.refresh(approval)
+        row.state = ActionState.APPROVED.value
+        _audit(self._engine, "action_approved", by, row, reason=reason, approval_id=approval.id)
+        return approval
+
+    def reject(self, action_id: int, *, by: str, reason: str) -> ActionRow:
+        row = self._require(action_id)
+        for state in (ActionState.PROPOSED, ActionState.APPROVED):
+            if self._transition(
+                action_id,
+                state,
+                ActionState.REJECTED,
+                decided_at=utcnow(),
+                decided_by=by,
+                decision_reason=reason,
+            ):
+                row.state = ActionState.REJECTED.value
+                _audit(self._engine, "action_rejected", by, row, reason=reason)
+                return row
+        raise ApprovalError(f"action {action_id} is {row.state}: too late to reject it")
+
+    def claim(self, action_id: int, controls: Controls) -> ActionRow:
+        """Consume the action's approval and mark it executing, re-checking everything."""
+        row = self._require(action_id)
+        if row.state != ActionState.APPROVED.value:
+            raise ApprovalError(f"action {action_id} is {row.state}, not approved")
+        if controls.kill_switch():
+            raise ApprovalError("the kill switch is on")
+        if controls.mode() is Mode.OBSERVE:
+            raise ApprovalError("mode is observe: nothing executes")
+        now = utcnow()
+        with Session(self._engine, expire_on_commit=False) as session:
+            approval = session.exec(
+                select(ApprovalRow)
+                .where(ApprovalRow.action_id == action_id)
+                .where(col(ApprovalRow.used_at).is_(None))
+                .order_by(col(ApprovalRow.id).desc())
+            ).first()
+        problem = None
+        if approval is None:
+            problem = "its approval was already used"
+        elif approval.expires_at <= now:
+            problem = f"its approval expired at {approval.expires_at:%H:%M:%S} UTC"
+        elif approval.params_hash != row.params_hash or row.params_hash != params_hash(
+            row.name, row.params
+        ):
+            problem = "its parameters changed after it was approved"
+        if problem is None and approval is not None:
+            with Session(self._engine) as session:
+                used = session.execute(
+                    update(ApprovalRow)
+                    .where(col(ApprovalRow.id) == approval.id, col(ApprovalRow.used_at).is_(None))
+                    .values(used_at=now)
+                )
+                session.commit()
+            if getattr(used, "rowcount", 0) != 1:
+                problem = "its approval was already used"
+        if problem is not None:
+            if self._transition(
+                action_id, ActionState.APPROVED, ActionState.REJECTED, decision_reason=problem
+            ):
+                row.state = ActionState.REJECTED.value
+                _audit(self._engine, "action_refused", "policy", row, reason=problem)
+            raise ApprovalError(f"action {action_id} refused: {problem}")
+        if not self._transition(action_id, ActionState.APPROVED, ActionState.EXECUTING):
+            raise ApprovalError(f"action {action_id} changed state while being claimed")
+        row.state = ActionState.EXECUTING.value
+        _audit(self._engine, "action_executing", "executor", row)
+        return row
+
+    def finish(
+        self,
+        action_id: int,
+        state: ActionState,
+        *,
+        expected: ActionState,
+        result: str | None = None,
+        error: str | None = None,
+        attempts: int | None = None,
+    ) -> ActionRow:
+        values: dict[str, Any] = {"finished_at": utcnow()}
+        if result is not None:
+            values["result"] = result
+        if error is not None:
+            values["error"] = error
+        if attempts is not None:
+            values["attempts"] = attempts
+        self._transition(action_id, expected, state, **values)
+        row = self._require(action_id)
+        _audit(self._engine, f"action_{state.value}", "executor", row, error=error, result=result)
+        return row
+
+    def expire_due(self, rows: list[ActionRow] | None = None) -> list[ActionRow]:
+        """Proposals past their expiry, and approvals that lapsed unused (among `rows` when
+        the caller has just read them)."""
+        now = utcnow()
+        expired: list[ActionRow] = []
+        pending = [ActionState.PROPOSED.value, ActionState.APPROVED.value]
+        candidates = self.find(states=pending) if rows is None else rows
+        for row in (r for r in candidates if r.state in pending):
+            if row.expires_at is not None and row.expires_at <= now:
+                assert row.id is not None
+                if self._transition(row.id, ActionState(row.state), ActionState.EXPIRED):
+                    row.state = ActionState.EXPIRED.value
+                    _audit(self._engine, "action_expired", "policy", row)
+                    expired.append(row)
+        return expired
+
+    def cancel_pending(self, *, by: str, reason: str) -> list[ActionRow]:
+        cancelled = []
+        pending = [ActionState.PROPOSED.value, ActionState.APPROVED.value]
+        for row in self.find(states=pending, limit=1000):
+            assert row.id is not None
+            if self._transition(
+                row.id, ActionState(row.state), ActionState.CANCELLED, decision_reason=reason
+            ):
+                row.state = ActionState.CANCELLED.value
+                _audit(self._engine, "action_cancelled", by, row, reason=reason)
+                cancelled.append(row)
+        return cancelled
+
+    def mark_interrupted(self) -> list[ActionRow]:
+        """Executions cut off by a crash: never re-run without a new approval."""
+        interrupted = []
+        for row in self.find(states=[ActionState.EXECUTING.value], limit=1000):
+            assert row.id is not None
+            if self._transition(
+                row.id,
+                ActionState.EXECUTING,
+                ActionState.INTERRUPTED,
+                error="the console stopped while this action ran",
+            ):
+                row.state = ActionState.INTERRUPTED.value
+                _audit(self._engine, "action_interrupted", "executor", row)
+                interrupted.append(row)
+        return interrupted

@@ -1,0 +1,204 @@
+"""The offline rules brain: runs the subject's runbook probes, ranks hypotheses by evidence."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from operator_console.agent.base import (
+    Alternative,
+    BrainResult,
+    Diagnosis,
+    Evidence,
+    RecommendedAction,
+    Risk,
+    Step,
+    StepKind,
+    StepSink,
+    TicketContext,
+    Toolbox,
+    ToolOutput,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One tool call a hypothesis needs to judge itself."""
+
+    tool: str
+    input: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.tool}:{sorted(self.input.items())}"
+
+
+@dataclass(slots=True)
+class Finding:
+    claim: str
+    probe: Probe
+    excerpt: str = ""
+
+
+@dataclass(slots=True)
+class Assessment:
+    """How well the gathered evidence supports a hypothesis (score 0 means not at all)."""
+
+    score: float
+    findings: list[Finding] = field(default_factory=list)
+    against: str = ""  # why it does not hold, when it does not
+    action: RecommendedAction | None = None
+    risk: Risk = "low"
+
+
+class Results:
+    """Probe results by probe, with the tool_use ids that produced them."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, Any] = {}
+        self._ids: dict[str, str] = {}
+        self._errors: dict[str, str] = {}
+
+    def put(self, probe: Probe, output: ToolOutput, tool_use_id: str) -> None:
+        self._ids[probe.key] = tool_use_id
+        if output.is_error:
+            self._errors[probe.key] = output.content
+        else:
+            self._data[probe.key] = output.data
+
+    def get(self, probe: Probe) -> Any:
+        return self._data.get(probe.key)
+
+    def error(self, probe: Probe) -> str | None:
+        return self._errors.get(probe.key)
+
+    def id_of(self, probe: Probe) -> str:
+        return self._ids.get(probe.key, "")
+
+
+class Hypothesis(Protocol):
+    name: str
+    description: str
+
+    def probes(self, ticket: TicketContext) -> Sequence[Probe]: ...
+
+    def assess(self, ticket: TicketContext, results: Results) -> Assessment: ...
+
+
+Runbook = Callable[[str], Sequence[Hypothesis]]
+
+
+class RulesBrain:
+    """Deterministic: the same ticket and the same evidence give the same diagnosis."""
+
+    name = "rules"
+
+    def __init__(self, runbook: Runbook) -> None:
+        self.runbook = runbook
+
+    async def investigate(
+        self, ticket: TicketContext, tools: Toolbox, on_step: StepSink
+    ) -> BrainResult:
+        steps: list[Step] = []
+
+        def step(item: Step) -> None:
+            steps.append(item)
+            on_step(item)
+
+        hypotheses = list(self.runbook(ticket.invariant))
+        step(
+            Step(
+                StepKind.REASONING,
+                text=(
+                    f"Ticket #{ticket.ticket_id}: {ticket.invariant} on {ticket.target}. "
+                    f"Runbook hypotheses: {', '.join(h.name for h in hypotheses) or 'none'}."
+                ),
+            )
+        )
+        results = Results()
+        seen: set[str] = set()
+        counter = 0
+        for hypothesis in hypotheses:
+            for probe in hypothesis.probes(ticket):
+                if probe.key in seen:
+                    continue
+                seen.add(probe.key)
+                counter += 1
+                tool_use_id = f"rules_{ticket.ticket_id}_{counter}"
+                step(
+                    Step(
+                        StepKind.TOOL_CALL,
+                        tool=probe.tool,
+                        tool_use_id=tool_use_id,
+                        input=dict(probe.input),
+                    )
+                )
+                output = await tools.call(probe.tool, probe.input)
+                text, full = output.capped()
+                step(
+                    Step(
+                        StepKind.TOOL_RESULT,
+                        tool=probe.tool,
+                        tool_use_id=tool_use_id,
+                        text=text,
+                        is_error=output.is_error,
+                        full_size=full,
+                    )
+                )
+                results.put(probe, output, tool_use_id)
+
+        ranked = sorted(
+            ((h, h.assess(ticket, results)) for h in hypotheses),
+            key=lambda pair: pair[1].score,
+            reverse=True,
+        )
+        best = ranked[0] if ranked and ranked[0][1].score > 0 else None
+        alternatives = [
+            Alternative(
+                hypothesis=h.description,
+                rejected_because=a.against or f"weaker evidence (score {a.score:.2f})",
+            )
+            for h, a in ranked
+            if best is None or h is not best[0]
+        ]
+        if best is None:
+            step(Step(StepKind.REASONING, text="No runbook hypothesis fits the evidence."))
+            diagnosis = Diagnosis(
+                summary=f"{ticket.invariant} on {ticket.target}: cause not identified",
+                root_cause="no runbook hypothesis is supported by the evidence gathered",
+                alternatives=alternatives,
+                confidence=0.0,
+            )
+            return BrainResult(diagnosis=diagnosis, steps=steps)
+        hypothesis, assessment = best
+        total = sum(a.score for _, a in ranked) or 1.0
+        evidence = [
+            Evidence(claim=f.claim, tool_use_id=results.id_of(f.probe), excerpt=f.excerpt)
+            for f in assessment.findings
+        ]
+        recommended = [assessment.action] if assessment.action else []
+        step(
+            Step(
+                StepKind.REASONING,
+                text=(
+                    f"Most supported: {hypothesis.description} "
+                    f"({len(evidence)} findings). "
+                    + (
+                        f"Recommending {assessment.action.action} {assessment.action.params}."
+                        if assessment.action
+                        else "No action recommended."
+                    )
+                ),
+            )
+        )
+        diagnosis = Diagnosis(
+            summary=f"{ticket.invariant} on {ticket.target}: {hypothesis.description}",
+            root_cause=hypothesis.description,
+            evidence=evidence,
+            alternatives=alternatives,
+            confidence=round(min(1.0, assessment.score / total), 2),
+            recommended=recommended,
+            risk=assessment.risk,
+        )
+        return BrainResult(diagnosis=diagnosis, steps=steps)

@@ -1,0 +1,250 @@
+"""The agent loop: takes each new ticket, has the brain investigate, turns the diagnosis into
+proposals and lets the policy decide what happens to them. It never executes anything itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from operator_console.actions.catalog import ActionInputError
+from operator_console.actions.policy import Decision, decide
+from operator_console.actions.store import ActionRepository, ApprovalError, Controls
+from operator_console.agent.base import Brain, Step, TicketContext
+from operator_console.audit import AuditLog
+from operator_console.db.models import TicketRow, TranscriptRow
+from operator_console.db.tickets import TicketRepository, TranscriptRepository
+from operator_console.domain import TicketState
+from operator_console.events import EventBus
+from operator_console.subjects import AgentKit
+
+log = logging.getLogger(__name__)
+
+STEP_TEXT_ON_BUS = 2000
+
+
+class AgentLoop:
+    def __init__(
+        self,
+        brain: Brain,
+        kit: AgentKit,
+        *,
+        tickets: TicketRepository,
+        transcript: TranscriptRepository,
+        actions: ActionRepository,
+        controls: Controls,
+        bus: EventBus,
+        run_id: str,
+        audit: AuditLog,
+    ) -> None:
+        self.audit = audit
+        self.brain = brain
+        self.kit = kit
+        self.tickets = tickets
+        self.transcript = transcript
+        self.actions = actions
+        self.controls = controls
+        self.bus = bus
+        self.run_id = run_id
+        self.actor = f"agent:{brain.name}"
+
+    async def run(self) -> None:
+        """Investigate tickets one at a time, in the order they opened, until cancelled."""
+        async with self.bus.subscribe() as queue:
+            for ticket in await asyncio.to_thread(self.tickets.unresolved, self.run_id):
+                await self._guarded(ticket.id)
+            while True:
+                event = await queue.get()
+                if event.name == "ticket_opened":
+                    await self._guarded(event.fields.get("ticket_id"))
+
+    async def _guarded(self, ticket_id: Any) -> None:
+        if not isinstance(ticket_id, int):
+            return
+        try:
+            await self.handle(ticket_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("investigation of ticket %s failed", ticket_id)
+            ticket = await asyncio.to_thread(
+                self.tickets.escalate, ticket_id, f"the agent failed: {type(exc).__name__}: {exc}"
+            )
+            self._publish_ticket("ticket_escalated", ticket, reason=ticket.escalation_reason)
+
+    async def handle(self, ticket_id: int) -> None:
+        if await asyncio.to_thread(self.controls.kill_switch):
+            return
+        if not await asyncio.to_thread(self.tickets.hold, ticket_id, by=self.brain.name):
+            return
+        ticket = await asyncio.to_thread(self.tickets.get, ticket_id)
+        assert ticket is not None
+        self.bus.publish(
+            "agent_started",
+            ticket_id=ticket_id,
+            brain=self.brain.name,
+            invariant=ticket.invariant,
+            target=ticket.target,
+        )
+        seq = 0
+
+        def on_step(step: Step) -> None:
+            nonlocal seq
+            seq += 1
+            self.transcript.append(
+                TranscriptRow(
+                    ticket_id=ticket_id,
+                    seq=seq,
+                    brain=self.brain.name,
+                    kind=step.kind.value,
+                    text=step.text,
+                    tool=step.tool,
+                    tool_use_id=step.tool_use_id,
+                    input=step.input,
+                    is_error=step.is_error,
+                    full_size=step.full_size,
+                    at=step.at,
+                )
+            )
+            self._audit("agent_step", ticket_id, step.to_dict())
+            self.bus.publish(
+                "agent_step",
+                ticket_id=ticket_id,
+                brain=self.brain.name,
+                seq=seq,
+                kind=step.kind.value,
+                text=step.text[:STEP_TEXT_ON_BUS],
+                tool=step.tool,
+                tool_use_id=step.tool_use_id,
+                input=step.input,
+                is_error=step.is_error,
+            )
+
+        context = TicketContext(
+            ticket_id=ticket_id,
+            subject=ticket.subject,
+            invariant=ticket.invariant,
+            target=ticket.target,
+            severity=ticket.severity,
+            message=ticket.message,
+            details=ticket.details,
+            runbook=self.kit.runbook,
+            subject_context=self.kit.context,
+        )
+        result = await self.brain.investigate(context, self.kit.toolbox(), on_step)
+        usage = {
+            "input_tokens": result.usage.input_tokens,
+            "output_tokens": result.usage.output_tokens,
+            "cache_read_tokens": result.usage.cache_read_tokens,
+            "estimated_cost_usd": round(result.usage.estimated_cost_usd, 6),
+        }
+        if result.diagnosis is None:
+            reason = result.escalation or "the brain returned no diagnosis"
+            self._audit("agent_escalated", ticket_id, {"reason": reason, "usage": usage})
+            escalated = await asyncio.to_thread(self.tickets.escalate, ticket_id, reason)
+            self._publish_ticket("ticket_escalated", escalated, reason=reason, usage=usage)
+            return
+        diagnosis = result.diagnosis.model_dump()
+        await asyncio.to_thread(self.tickets.set_diagnosis, ticket_id, diagnosis)
+        self._audit("diagnosis_ready", ticket_id, {**diagnosis, "usage": usage})
+        self.bus.publish(
+            "diagnosis_ready",
+            ticket_id=ticket_id,
+            brain=self.brain.name,
+            summary=result.diagnosis.summary,
+            root_cause=result.diagnosis.root_cause,
+            confidence=result.diagnosis.confidence,
+            evidence=[e.model_dump() for e in result.diagnosis.evidence],
+            alternatives=[a.model_dump() for a in result.diagnosis.alternatives],
+            recommended=[r.model_dump() for r in result.diagnosis.recommended],
+            usage=usage,
+        )
+        proposed = 0
+        for recommendation in result.diagnosis.recommended:
+            if await self._propose(
+                ticket,
+                recommendation.action,
+                recommendation.params,
+                recommendation.reason or result.diagnosis.root_cause,
+            ):
+                proposed += 1
+        if proposed == 0:
+            # Nothing to do: the monitor keeps watching and may auto-resolve it.
+            await asyncio.to_thread(self.tickets.release, ticket_id)
+
+    async def _propose(
+        self, ticket: TicketRow, name: str, params: dict[str, Any], reason: str
+    ) -> bool:
+        assert ticket.id is not None
+        try:
+            spec = self.kit.actions.get(name)
+            valid = spec.validate(params).model_dump(mode="json")
+        except ActionInputError as exc:
+            self.bus.publish("action_invalid", ticket_id=ticket.id, action=name, error=str(exc))
+            self._audit("action_invalid", ticket.id, {"action": name, "error": str(exc)})
+            return False
+        row = await asyncio.to_thread(
+            self.actions.propose,
+            spec,
+            valid,
+            proposed_by=self.actor,
+            reason=reason,
+            run_id=self.run_id,
+            ticket_id=ticket.id,
+            restores=ticket.dedup_key,
+        )
+        mode = await asyncio.to_thread(self.controls.mode)
+        kill = await asyncio.to_thread(self.controls.kill_switch)
+        decision = decide(spec.risk, mode, kill_switch=kill)
+        self._audit(
+            "policy_decision",
+            ticket.id,
+            {
+                "action_id": row.id,
+                "decision": decision.value,
+                "mode": mode.value,
+                "risk": spec.risk,
+            },
+        )
+        if decision is Decision.EXECUTE:
+            try:
+                await asyncio.to_thread(
+                    self.actions.approve,
+                    row.id,  # type: ignore[arg-type]
+                    by="policy",
+                    reason=f"{mode.value} mode allows {spec.risk}-risk actions",
+                    controls=self.controls,
+                )
+            except ApprovalError as exc:
+                log.warning("policy approval refused: %s", exc)
+            return True
+        if decision is Decision.AWAIT_APPROVAL:
+            await asyncio.to_thread(
+                self.tickets.set_state,
+                ticket.id,
+                TicketState.ACTION_PENDING,
+            )
+            self.bus.publish(
+                "approval_needed",
+                action_id=row.id,
+                ticket_id=ticket.id,
+                action=row.name,
+                params=row.params,
+                risk=row.risk,
+                mode=mode.value,
+                expires_at=row.expires_at.isoformat() if row.expires_at else None,
+            )
+            return True
+        return False  # observe mode: a proposal on record, nothing will run
+
+    def _audit(self, kind: str, ticket_id: int, payload: dict[str, Any]) -> None:
+        self.audit.append(
+            kind, actor=self.actor, payload=payload, run_id=self.run_id, ticket_id=ticket_id
+        )
+
+    def _publish_ticket(self, name: str, ticket: TicketRow, **extra: Any) -> None:
+        self.bus.publish(
+            name,
+            **ticket.event_fields(),
+            **extra,
+        )

@@ -1,0 +1,173 @@
+"""Tables. Times are stored and returned as timezone-aware UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from operator_console.domain import utcnow
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A DateTime that refuses naive values and always hands back aware UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class RunRow(SQLModel, table=True):
+    """One run of a scenario (headless or in the console)."""
+
+    __tablename__ = "runs"
+
+    id: str = Field(primary_key=True, max_length=32)
+    scenario: str = Field(index=True)
+    subject: str
+    run_dir: str = ""
+    started_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    ok: bool | None = None
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class TicketRow(SQLModel, table=True):
+    """A violation that persisted past its grace; deduplicated by invariant and target."""
+
+    __tablename__ = "tickets"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str | None = Field(default=None, index=True)
+    subject: str
+    dedup_key: str = Field(index=True)
+    invariant: str = Field(index=True)
+    target: str
+    severity: str
+    state: str = Field(index=True)
+    message: str
+    occurrences: int = 1
+    first_seen: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    last_seen: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    resolved_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    held_by: str | None = None
+    escalation_reason: str | None = None
+    brain: str | None = None
+    diagnosis: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    opened_observation: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+    def event_fields(self) -> dict[str, Any]:
+        """What every ticket_* event on the bus says about the ticket."""
+        return {
+            "ticket_id": self.id,
+            "invariant": self.invariant,
+            "target": self.target,
+            "severity": self.severity,
+            "state": self.state,
+            "occurrences": self.occurrences,
+            "message": self.message,
+        }
+
+    def to_dict(self, *, with_observation: bool = False) -> dict[str, Any]:
+        data = self.model_dump(exclude={"opened_observation"})
+        for key in ("first_seen", "last_seen", "resolved_at"):
+            value = data.get(key)
+            data[key] = value.isoformat() if value else None
+        if with_observation:
+            data["opened_observation"] = self.opened_observation
+        return data
+
+
+class TranscriptRow(SQLModel, table=True):
+    """One step of an agent's investigation of a ticket, stored as it happens."""
+
+    __tablename__ = "transcript"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(index=True)
+    seq: int
+    brain: str
+    kind: str
+    text: str = ""
+    tool: str | None = None
+    tool_use_id: str | None = None
+    input: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    is_error: bool = False
+    full_size: int | None = None
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+
+
+class ActionRow(SQLModel, table=True):
+    """A proposed action and everything that happened to it."""
+
+    __tablename__ = "actions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str | None = Field(default=None, index=True)
+    ticket_id: int | None = Field(default=None, index=True)
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    params_hash: str
+    risk: str
+    restores: str = ""  # the ticket's dedup key this action is meant to clear
+    reason: str = ""
+    proposed_by: str
+    state: str = Field(index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    decided_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    decided_by: str | None = None
+    decision_reason: str | None = None
+    attempts: int = 0
+    result: str | None = None
+    error: str | None = None
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.model_dump()
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = value.isoformat()
+        return data
+
+
+class ApprovalRow(SQLModel, table=True):
+    """A single-use permission to run one action with exactly these parameters."""
+
+    __tablename__ = "approvals"
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(index=True)
+    params_hash: str
+    approved_by: str
+    reason: str = ""
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime()))
+    used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class ControlRow(SQLModel, table=True):
+    """Persisted switches: the operating mode and the kill switch."""
+
+    __tablename__ = "controls"
+
+    key: str = Field(primary_key=True)
+    value: str
+    changed_by: str = ""
+    changed_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))

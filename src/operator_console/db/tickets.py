@@ -1,0 +1,219 @@
+"""Repositories for runs and tickets; short sessions, safe across processes on one database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from operator_console.db.models import RunRow, TicketRow, TranscriptRow
+from operator_console.domain import TicketState, Violation, utcnow
+
+UNRESOLVED = (
+    TicketState.OPEN.value,
+    TicketState.INVESTIGATING.value,
+    TicketState.ACTION_PENDING.value,
+    TicketState.ESCALATED.value,
+)
+
+
+class RunRepository:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create(self, run_id: str, scenario: str, subject: str, run_dir: str) -> RunRow:
+        row = RunRow(id=run_id, scenario=scenario, subject=subject, run_dir=run_dir)
+        with Session(self._engine, expire_on_commit=False) as session:
+            session.add(row)
+            session.commit()
+        return row
+
+    def finish(self, run_id: str, *, ok: bool, summary: dict[str, Any]) -> None:
+        with Session(self._engine) as session:
+            row = session.get(RunRow, run_id)
+            if row is None:
+                return
+            row.finished_at = utcnow()
+            row.ok = ok
+            row.summary = summary
+            session.add(row)
+            session.commit()
+
+    def get(self, run_id: str) -> RunRow | None:
+        with Session(self._engine, expire_on_commit=False) as session:
+            return session.get(RunRow, run_id)
+
+
+class TicketRepository:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def unresolved(self, run_id: str | None = None) -> list[TicketRow]:
+        with Session(self._engine, expire_on_commit=False) as session:
+            query = select(TicketRow).where(col(TicketRow.state).in_(UNRESOLVED))
+            if run_id is not None:
+                query = query.where(TicketRow.run_id == run_id)
+            return list(session.exec(query.order_by(col(TicketRow.id))))
+
+    def open(
+        self,
+        violation: Violation,
+        *,
+        subject: str,
+        run_id: str | None,
+        observation: dict[str, Any],
+        first_seen: datetime,
+    ) -> TicketRow:
+        now = utcnow()
+        row = TicketRow(
+            run_id=run_id,
+            subject=subject,
+            dedup_key=violation.dedup_key,
+            invariant=violation.invariant,
+            target=violation.target,
+            severity=violation.severity.value,
+            state=TicketState.OPEN.value,
+            message=violation.message,
+            occurrences=1,
+            first_seen=first_seen,
+            last_seen=now,
+            details=violation.details,
+            opened_observation=observation,
+        )
+        with Session(self._engine, expire_on_commit=False) as session:
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+        return row
+
+    def record_occurrence(self, ticket_id: int, violation: Violation) -> TicketRow:
+        with Session(self._engine, expire_on_commit=False) as session:
+            row = session.get(TicketRow, ticket_id)
+            if row is None:
+                raise LookupError(f"ticket {ticket_id} not found")
+            row.occurrences += 1
+            row.last_seen = utcnow()
+            row.message = violation.message
+            row.severity = violation.severity.value
+            row.details = violation.details
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def set_state(
+        self, ticket_id: int, state: TicketState, *, reason: str | None = None
+    ) -> TicketRow:
+        with Session(self._engine, expire_on_commit=False) as session:
+            row = session.get(TicketRow, ticket_id)
+            if row is None:
+                raise LookupError(f"ticket {ticket_id} not found")
+            row.state = state.value
+            if state is TicketState.RESOLVED:
+                row.resolved_at = utcnow()
+            if state is TicketState.ESCALATED and reason:
+                row.escalation_reason = reason
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def get(self, ticket_id: int) -> TicketRow | None:
+        with Session(self._engine, expire_on_commit=False) as session:
+            return session.get(TicketRow, ticket_id)
+
+    def _update(self, ticket_id: int, *conditions: Any, **values: Any) -> bool:
+        with Session(self._engine) as session:
+            result = session.execute(
+                update(TicketRow)
+                .where(col(TicketRow.id) == ticket_id, *conditions)
+                .values(**values)
+            )
+            session.commit()
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    def hold(self, ticket_id: int, *, by: str) -> bool:
+        """Take an open ticket for investigation; False if someone holds it or it is closed."""
+        return self._update(
+            ticket_id,
+            col(TicketRow.held_by).is_(None),
+            col(TicketRow.state) == TicketState.OPEN.value,
+            held_by=by,
+            brain=by,
+            state=TicketState.INVESTIGATING.value,
+        )
+
+    def release(self, ticket_id: int) -> None:
+        """Hand the ticket back to the monitor (it may auto-resolve again)."""
+        self._update(
+            ticket_id,
+            col(TicketRow.state).in_(UNRESOLVED),
+            held_by=None,
+            state=TicketState.OPEN.value,
+        )
+
+    def set_diagnosis(self, ticket_id: int, diagnosis: dict[str, Any]) -> None:
+        self._update(ticket_id, diagnosis=diagnosis)
+
+    def resolve_by_agent(self, ticket_id: int) -> TicketRow | None:
+        if self._update(
+            ticket_id,
+            col(TicketRow.state).in_(UNRESOLVED),
+            state=TicketState.RESOLVED.value,
+            held_by=None,
+            resolved_at=utcnow(),
+        ):
+            return self.get(ticket_id)
+        return None
+
+    def escalate(self, ticket_id: int, reason: str) -> TicketRow:
+        """A person must look; the monitor may still resolve it if the condition clears."""
+        self._update(
+            ticket_id,
+            col(TicketRow.state).in_(UNRESOLVED),
+            state=TicketState.ESCALATED.value,
+            escalation_reason=reason,
+            held_by=None,
+        )
+        row = self.get(ticket_id)
+        assert row is not None
+        return row
+
+    def list(
+        self,
+        *,
+        run_id: str | None = None,
+        states: Sequence[str] | None = None,
+        limit: int = 50,
+    ) -> list[TicketRow]:
+        with Session(self._engine, expire_on_commit=False) as session:
+            query = select(TicketRow)
+            if run_id is not None:
+                query = query.where(TicketRow.run_id == run_id)
+            if states:
+                query = query.where(col(TicketRow.state).in_(list(states)))
+            query = query.order_by(col(TicketRow.id).desc()).limit(limit)
+            return list(session.exec(query))
+
+
+class TranscriptRepository:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def append(self, row: TranscriptRow) -> None:
+        with Session(self._engine) as session:
+            session.add(row)
+            session.commit()
+
+    def for_ticket(self, ticket_id: int) -> list[TranscriptRow]:
+        with Session(self._engine, expire_on_commit=False) as session:
+            query = (
+                select(TranscriptRow)
+                .where(TranscriptRow.ticket_id == ticket_id)
+                .order_by(col(TranscriptRow.id))
+            )
+            return list(session.exec(query))

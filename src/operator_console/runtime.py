@@ -1,0 +1,261 @@
+"""Wires one run together: the subject's lab and workload, the monitor, the bus and the database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from operator_console.actions.executor import Executor, Verifier
+from operator_console.actions.store import ActionRepository, Controls, Mode
+from operator_console.agent.runner import AgentLoop
+from operator_console.agent.select import choose_brain
+from operator_console.audit import AuditLog
+from operator_console.db import RunRepository, TicketRepository, TranscriptRepository, init_db
+from operator_console.domain import Observation, WorkloadSample
+from operator_console.events import EventBus
+from operator_console.monitor import Monitor
+from operator_console.scenarios.model import FaultSpec, Scenario
+from operator_console.settings import Settings
+from operator_console.subjects import AgentKit, Deployment, Fault, get_subject_kind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ActiveFault:
+    spec: FaultSpec
+    fault: Fault
+    injected_at: float
+
+
+STOP_STEP_S = 10.0
+
+
+def new_run_id() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+class Runtime:
+    """One run of a scenario; the TUI and the headless runner are two views of it."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        settings: Settings,
+        engine: Engine,
+        *,
+        bus: EventBus | None = None,
+        run_id: str | None = None,
+        agent: bool = True,
+        brain: str | None = None,
+        mode: Mode | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.settings = settings
+        self.engine = engine
+        self.bus = bus or EventBus()
+        self.run_id = run_id or new_run_id()
+        self.run_dir: Path = settings.runs_dir / self.run_id
+        self.kind = get_subject_kind(scenario.subject)
+        self.runs = RunRepository(engine)
+        self.tickets = TicketRepository(engine)
+        self.deployment: Deployment | None = None
+        self.monitor: Monitor | None = None
+        self.faults: list[ActiveFault] = []
+        self.last_sample: WorkloadSample | None = None
+        self.agent_enabled = agent
+        self.brain_choice = brain
+        self.requested_mode = mode
+        self.controls = Controls(engine, default_mode=Mode(settings.mode))
+        self.actions = ActionRepository(engine)
+        self.audit = AuditLog(engine)
+        self.agent: AgentLoop | None = None
+        self.executor: Executor | None = None
+        self.brain_why = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    @property
+    def last_observation(self) -> Observation | None:
+        return self.monitor.last_observation if self.monitor else None
+
+    def _on_sample(self, sample: WorkloadSample) -> None:
+        self.last_sample = sample
+        data = sample.to_dict()
+        data.pop("per_target", None)
+        self.bus.publish("workload_sample", **data, per_node=sample.per_target)
+
+    async def start(self) -> None:
+        """Start the lab and the workload; the monitor is started separately."""
+        self.bus.bind_loop()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(init_db, self.engine)
+        await asyncio.to_thread(
+            self.runs.create,
+            self.run_id,
+            self.scenario.name,
+            self.scenario.subject,
+            str(self.run_dir),
+        )
+        self.bus.publish(
+            "run_started",
+            run_id=self.run_id,
+            scenario=self.scenario.name,
+            subject=self.scenario.subject,
+            run_dir=str(self.run_dir),
+            chapters=len(self.scenario.chapters),
+        )
+        self._started = True
+        self.deployment = self.kind.deploy(
+            self.scenario.topology, self.scenario.workload, self.run_dir, self._on_sample
+        )
+        await self.deployment.lab.start()
+        if self.deployment.workload is not None:
+            await self.deployment.workload.start()
+        self.bus.publish("cluster_ready", endpoints=self.deployment.lab.endpoints())
+        self.monitor = Monitor(
+            self.deployment.subject,
+            self.tickets,
+            self.bus,
+            run_id=self.run_id,
+            interval=self.settings.interval,
+            resolve_after=self.settings.resolve_after,
+            escalate_after_s=self.settings.escalate_after_s,
+        )
+        if self.agent_enabled and self.deployment.agent is not None:
+            await self._prepare_agent(self.deployment.agent)
+
+    async def _prepare_agent(self, kit: AgentKit) -> None:
+        interrupted = await asyncio.to_thread(self.actions.mark_interrupted)
+        for row in interrupted:
+            self.bus.publish("action_interrupted", action_id=row.id, action=row.name)
+        if self.requested_mode is not None:
+            previous = await asyncio.to_thread(
+                self.controls.set_mode, self.requested_mode, by="cli"
+            )
+            if previous is not self.requested_mode:
+                self.bus.publish(
+                    "mode_changed", mode=self.requested_mode.value, previous=previous.value
+                )
+        choice = choose_brain(self.settings, kit, self.brain_choice)
+        self.brain_why = choice.why
+        self.agent = AgentLoop(
+            choice.brain,
+            kit,
+            tickets=self.tickets,
+            transcript=TranscriptRepository(self.engine),
+            actions=self.actions,
+            controls=self.controls,
+            bus=self.bus,
+            run_id=self.run_id,
+            audit=self.audit,
+        )
+        self.executor = Executor(
+            self.actions,
+            self.controls,
+            self.tickets,
+            kit.actions,
+            self.bus,
+            Verifier(self.bus, clean_ticks=self.settings.resolve_after),
+            run_id=self.run_id,
+        )
+        mode = await asyncio.to_thread(self.controls.mode)
+        kill = await asyncio.to_thread(self.controls.kill_switch)
+        self.bus.publish(
+            "agent_ready",
+            brain=choice.brain.name,
+            why=choice.why,
+            mode=mode.value,
+            kill_switch=kill,
+        )
+
+    def start_loops(self) -> list[asyncio.Task[None]]:
+        """Run the monitor, agent and executor loops as tasks (the TUI runs them as workers)."""
+        assert self.monitor is not None, "start() first"
+        self._tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
+        if self.agent is not None:
+            self._tasks.append(asyncio.create_task(self.agent.run(), name="agent"))
+        if self.executor is not None:
+            self._tasks.append(asyncio.create_task(self.executor.run(), name="executor"))
+        return list(self._tasks)
+
+    async def inject(self, spec: FaultSpec) -> ActiveFault:
+        assert self.deployment is not None, "start() first"
+        fault = self.deployment.lab.make_fault(spec.kind, spec.target, spec.params)
+        await fault.inject()
+        active = ActiveFault(spec, fault, self.bus.elapsed())
+        self.faults.append(active)
+        self.bus.publish(
+            "fault_injected",
+            kind=fault.kind,
+            target=fault.target,
+            params=spec.params,
+            description=fault.describe(),
+        )
+        return active
+
+    async def clear_faults(self, *, by: str) -> None:
+        while self.faults:
+            active = self.faults.pop()
+            try:
+                await active.fault.clear()
+            except Exception as exc:
+                log.exception("clearing %s failed", active.fault.kind)
+                self.bus.publish(
+                    "fault_clear_failed",
+                    kind=active.fault.kind,
+                    target=active.fault.target,
+                    error=str(exc),
+                )
+                continue
+            self.bus.publish(
+                "fault_cleared", kind=active.fault.kind, target=active.fault.target, by=by
+            )
+
+    def adjust_workload(self, changes: dict[str, Any]) -> None:
+        if self.deployment is not None and self.deployment.workload is not None:
+            self.deployment.workload.adjust(changes)
+            self.bus.publish("workload_changed", **changes)
+
+    async def finish(self, *, ok: bool, summary: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.runs.finish, self.run_id, ok=ok, summary=summary)
+        self.bus.publish("run_finished", ok=ok, summary=summary)
+
+    async def stop(self) -> None:
+        """Stop everything this run started; safe to call more than once, even mid-start."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.executor is not None:
+            await _bounded(self.executor.stop(), STOP_STEP_S, "executor")
+        deployment, self.deployment = self.deployment, None
+        if deployment is None:
+            return
+        if deployment.workload is not None:
+            await _bounded(deployment.workload.stop(), STOP_STEP_S, "workload")
+        await _bounded(deployment.subject.close(), STOP_STEP_S, "observer")
+        # Last and unbounded: every process the lab started must be gone when this returns.
+        await deployment.lab.stop()
+
+
+async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
+    """A stuck part of shutdown is logged and skipped, so the lab is always stopped."""
+    try:
+        await asyncio.wait_for(step, seconds)
+    except TimeoutError:
+        log.warning("stopping the %s took over %.0f s; went on without it", what, seconds)
+    except Exception:
+        log.exception("stopping the %s failed", what)

@@ -1,0 +1,262 @@
+"""The chapter runner: walks a scenario's chapters over a runtime and judges its expectations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from operator_console.actions.store import Mode
+from operator_console.events import Event
+from operator_console.runtime import Runtime
+from operator_console.scenarios.model import Chapter, WaitFor
+
+log = logging.getLogger(__name__)
+
+COUNTDOWN_STEP_S = 1.0
+APPROVAL_WAIT_S = 600.0
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    ok: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class ScenarioRunner:
+    """Plays chapters in order. Headless it advances by itself; the console calls `advance()`."""
+
+    def __init__(self, runtime: Runtime, *, pace: float = 1.0, auto_advance: bool = True) -> None:
+        self.runtime = runtime
+        self.scenario = runtime.scenario
+        self.bus = runtime.bus
+        self.pace = pace
+        self.auto_advance = auto_advance
+        self.chapter_index = -1
+        self.events: list[Event] = []
+        self.problems: list[str] = []
+        self._changed = asyncio.Event()
+        self._advance = asyncio.Event()
+        self._remove_listener: Callable[[], None] | None = None
+        self._last_observation: Event | None = None
+
+    def advance(self) -> None:
+        """Move on to the next chapter (the console's space key)."""
+        self._advance.set()
+
+    def _record(self, event: Event) -> None:
+        if event.name == "observation":
+            self._last_observation = event
+        elif event.name != "workload_sample":
+            self.events.append(event)
+        self._changed.set()
+
+    async def run(self) -> RunOutcome:
+        self._remove_listener = self.bus.add_listener(self._record)
+        runtime = self.runtime
+        outcome = RunOutcome(ok=False)
+        try:
+            await runtime.start()
+            runtime.start_loops()
+            for index, chapter in enumerate(self.scenario.chapters):
+                await self._play(index, chapter)
+            await self._end_faults()
+            outcome = await self._judge()
+        except asyncio.CancelledError:
+            self.problems.append("run interrupted")
+            outcome = RunOutcome(ok=False, summary=self._summary(recovered=None))
+            with contextlib.suppress(Exception):
+                await asyncio.shield(runtime.finish(ok=False, summary=outcome.summary))
+            raise
+        except Exception as exc:
+            log.exception("run failed")
+            self.problems.append(f"{type(exc).__name__}: {exc}")
+            outcome = RunOutcome(ok=False, summary=self._summary(recovered=None))
+            await runtime.finish(ok=False, summary=outcome.summary)
+        else:
+            await runtime.finish(ok=outcome.ok, summary=outcome.summary)
+        finally:
+            await asyncio.shield(runtime.stop())
+            if self._remove_listener is not None:
+                self._remove_listener()
+        return outcome
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            await asyncio.sleep(seconds * self.pace)
+
+    async def _play(self, index: int, chapter: Chapter) -> None:
+        self.chapter_index = index
+        self._advance.clear()
+        entered = time.monotonic()
+        self.bus.publish(
+            "chapter_entered",
+            index=index + 1,
+            total=len(self.scenario.chapters),
+            title=chapter.title,
+            narration=chapter.narration.strip(),
+            fault=chapter.fault.kind if chapter.fault else None,
+        )
+        if chapter.workload:
+            self.runtime.adjust_workload(chapter.workload)
+        if chapter.fault is not None:
+            seconds = chapter.fault.countdown
+            while seconds > 0:
+                self.bus.publish(
+                    "fault_countdown",
+                    kind=chapter.fault.kind,
+                    target=chapter.fault.target,
+                    seconds=round(seconds, 1),
+                )
+                step = min(COUNTDOWN_STEP_S, seconds)
+                await self._sleep(step)
+                seconds -= step
+            await self.runtime.inject(chapter.fault)
+        if chapter.wait_for is not None:
+            if not await self._wait(chapter.wait_for):
+                problem = (
+                    f"chapter {index + 1} waited {chapter.wait_for.timeout:g} s for "
+                    f"{self._describe(chapter.wait_for)} and it did not happen"
+                )
+                self.problems.append(problem)
+                self.bus.publish("wait_timed_out", chapter=index + 1, problem=problem)
+        if self.auto_advance:
+            remaining = chapter.duration * self.pace - (time.monotonic() - entered)
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+        else:
+            await self._advance.wait()
+
+    @staticmethod
+    def _describe(wait: WaitFor) -> str:
+        parts: list[str] = [wait.event]
+        if wait.invariant:
+            parts.append(wait.invariant)
+        if wait.target:
+            parts.append(f"on {wait.target}")
+        return " ".join(parts)
+
+    def _matches(self, event: Event, wait: WaitFor, since: float) -> bool:
+        if event.t < since or event.name != wait.event:
+            return False
+        if wait.invariant and event.fields.get("invariant") != wait.invariant:
+            return False
+        return not (wait.target and event.fields.get("target") != wait.target)
+
+    async def _wait(self, wait: WaitFor, *, since: float | None = None) -> bool:
+        start = self.bus.elapsed() if since is None else since
+        deadline = time.monotonic() + wait.timeout
+        while True:
+            if wait.event == "healthy":
+                if await self._healthy():
+                    return True
+            elif any(self._matches(e, wait, start) for e in self.events):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def _healthy(self) -> bool:
+        """No unresolved ticket and the last observation clean in every source."""
+        last = self._last_observation
+        if last is None:
+            return False
+        sources_ok = all(s.get("state") == "ok" for s in last.fields.get("sources", {}).values())
+        if not sources_ok or last.fields.get("violations"):
+            return False
+        unresolved = await asyncio.to_thread(self.runtime.tickets.unresolved, self.runtime.run_id)
+        return not unresolved
+
+    @property
+    def operator_acts(self) -> bool:
+        """An agent that may act (not in observe mode) is expected to fix what broke."""
+        if self.runtime.agent is None:
+            return False
+        return self.runtime.controls.mode() is not Mode.OBSERVE
+
+    async def _end_faults(self) -> None:
+        """Without an operator the scenario cleans up after itself, and says so."""
+        if self.runtime.faults and not self.operator_acts:
+            await self.runtime.clear_faults(by="scenario")
+
+    async def _judge(self) -> RunOutcome:
+        expect = self.scenario.expect
+        recovered: bool | None = None
+        timeout = expect.recover_timeout
+        if self.operator_acts and self.runtime.controls.mode() is Mode.APPROVE:
+            timeout = max(timeout, APPROVAL_WAIT_S)  # a person is deciding
+        if expect.recovers:
+            recovered = await self._wait(WaitFor(event="healthy", timeout=timeout), since=0.0)
+            if not recovered:
+                self.problems.append(
+                    f"the cluster did not return to healthy within {expect.recover_timeout:g} s"
+                )
+        opened = [e for e in self.events if e.name == "ticket_opened"]
+        fired = {e.fields.get("invariant") for e in opened}
+        for invariant in expect.invariants:
+            hits = [e for e in opened if e.fields.get("invariant") == invariant]
+            if not hits:
+                self.problems.append(f"expected {invariant} to fire; it did not")
+            elif expect.target and not any(e.fields.get("target") == expect.target for e in hits):
+                targets = sorted({str(e.fields.get("target")) for e in hits})
+                self.problems.append(
+                    f"expected {invariant} on {expect.target}; it fired on {', '.join(targets)}"
+                )
+        if expect.action and self.operator_acts and expect.invariants:
+            verified = [
+                e
+                for e in self.events
+                if e.name == "action_verified" and e.fields.get("action") == expect.action
+            ]
+            if not verified:
+                done = sorted(
+                    f"{e.fields.get('action')} {e.name.removeprefix('action_')}"
+                    for e in self.events
+                    if e.name.startswith("action_") and e.fields.get("action")
+                )
+                self.problems.append(
+                    f"expected {expect.action} to be verified; actions: {', '.join(done) or 'none'}"
+                )
+        if not expect.invariants and opened:
+            self.problems.append(
+                "expected no ticket; opened: " + ", ".join(sorted(str(f) for f in fired))
+            )
+        summary = self._summary(recovered=recovered)
+        return RunOutcome(ok=not self.problems, summary=summary)
+
+    def _summary(self, *, recovered: bool | None) -> dict[str, Any]:
+        opened = [e for e in self.events if e.name == "ticket_opened"]
+        resolved = [e for e in self.events if e.name == "ticket_resolved"]
+        injected = [e for e in self.events if e.name == "fault_injected"]
+        detection: dict[str, float] = {}
+        if injected:
+            first_fault = injected[0].t
+            for e in opened:
+                key = f"{e.fields.get('invariant')}:{e.fields.get('target')}"
+                if e.t >= first_fault and key not in detection:
+                    detection[key] = round(e.t - first_fault, 3)
+        return {
+            "scenario": self.scenario.name,
+            "run_id": self.runtime.run_id,
+            "expected": list(self.scenario.expect.invariants),
+            "fired": sorted({str(e.fields.get("invariant")) for e in opened}),
+            "tickets_opened": len(opened),
+            "tickets_resolved": len(resolved),
+            "detection_s": detection,
+            "recovered": recovered,
+            "brain": self.runtime.agent.brain.name if self.runtime.agent else None,
+            "actions": [
+                {"action": e.fields.get("action"), "state": e.fields.get("state")}
+                for e in self.events
+                if e.name in ("action_verified", "action_not_verified", "action_failed")
+            ],
+            "duration_s": round(self.bus.elapsed(), 3),
+            "problems": list(self.problems),
+        }

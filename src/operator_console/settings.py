@@ -1,0 +1,57 @@
+"""Settings from the environment (OPERATOR_CONSOLE_*) with the user's data directory as home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+APP_NAME = "operator-console"
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Where the console keeps its database and run directories, and how often it looks."""
+
+    model_config = SettingsConfigDict(env_prefix="OPERATOR_CONSOLE_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    db: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir if unset")
+    interval: float = Field(default=1.0, gt=0, description="monitor tick, seconds")
+    resolve_after: int = Field(default=3, ge=1, description="clean ticks before auto-resolve")
+    escalate_after_s: float = Field(default=300.0, gt=0, description="unattended ticket age")
+    mode: Literal["observe", "approve", "auto"] = "approve"
+    brain: Literal["auto", "claude", "rules"] = "auto"
+
+    # Claude; the key is a secret: never logged, stored or shown.
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
+    )
+    model: str = "claude-sonnet-5"
+    agent_max_turns: int = Field(default=8, ge=1, le=50)
+    agent_max_total_tokens: int = Field(default=60_000, ge=1000)
+    agent_max_output_tokens: int = Field(default=1024, ge=64)
+    agent_max_wall_s: float = Field(default=120.0, gt=0)
+
+    @property
+    def db_url(self) -> str:
+        if self.db:
+            return self.db
+        return f"sqlite:///{self.data_dir / 'operator-console.db'}"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def lab_state_file(self) -> Path:
+        return self.data_dir / "lab.json"

@@ -1,0 +1,1 @@
+"""The console's screens: the scenario picker and the live dashboard."""

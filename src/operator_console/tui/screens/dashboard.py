@@ -1,0 +1,292 @@
+"""The dashboard: one scenario run, rendered live from the runtime's event bus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+from textual.worker import Worker, WorkerState
+
+from operator_console.actions.store import ActionRepository, ApprovalError, Mode
+from operator_console.events import Event
+from operator_console.runtime import Runtime
+from operator_console.scenarios.model import Scenario
+from operator_console.scenarios.runner import RunOutcome, ScenarioRunner
+from operator_console.settings import Settings
+from operator_console.tui.messages import BusEvent, ObservationUpdate
+from operator_console.tui.screens.records import AuditScreen, TicketsScreen
+from operator_console.tui.widgets.approval import ApprovalModal, ReasonModal
+from operator_console.tui.widgets.cluster import ClusterPanel
+from operator_console.tui.widgets.narration import NarrationPanel
+from operator_console.tui.widgets.tickets import TicketsPanel
+from operator_console.tui.widgets.transcript import Transcript
+from operator_console.tui.widgets.workload import WorkloadPanel
+
+PERSON = "person:console"
+MODE_CYCLE = (Mode.OBSERVE, Mode.APPROVE, Mode.AUTO)
+TICKET_EVENTS = frozenset(
+    {"ticket_opened", "ticket_updated", "ticket_resolved", "ticket_escalated"}
+)
+OPEN_ACTION_STATES = frozenset({"proposed"})
+
+
+class DashboardScreen(Screen[None]):
+    """Cluster, workload, tickets, agent and narration for one run of a scenario."""
+
+    BINDINGS = [
+        Binding("space", "next_chapter", "Next chapter", priority=True),
+        Binding("right", "next_chapter", "Next chapter", show=False, priority=True),
+        Binding("a", "approve", "Approve"),
+        Binding("r", "reject", "Reject"),
+        Binding("m", "cycle_mode", "Mode"),
+        Binding("k", "kill_switch", "Kill switch"),
+        Binding("t", "tickets", "Tickets"),
+        Binding("l", "audit", "Audit log"),
+    ]
+
+    def __init__(
+        self, scenario: Scenario, settings: Settings, engine: Engine, *, pace: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.scenario = scenario
+        self.engine = engine
+        self.runtime = Runtime(scenario, settings, engine)
+        self.runner = ScenarioRunner(self.runtime, pace=pace, auto_advance=False)
+        self.actions = ActionRepository(engine)
+        self.mode: Mode | None = None
+        self.pending: dict[int, dict[str, Any]] = {}
+        self.diagnoses: dict[int, str] = {}
+        self.open_tickets: dict[int, tuple[str, str]] = {}
+        self._asking: set[int] = set()
+        self._remove_listener = self.runtime.bus.add_listener(self._relay)
+        self._worker: Worker[RunOutcome] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="dashboard"):
+            with Vertical(id="left-column"):
+                yield ClusterPanel(id="cluster")
+                yield WorkloadPanel(id="workload")
+                yield TicketsPanel(id="tickets")
+            with Vertical(id="right-column"):
+                yield NarrationPanel(id="narration")
+                yield Transcript(id="transcript")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.scenario.title
+        self._worker = self.run_scenario()
+
+    async def on_unmount(self) -> None:
+        """However the screen goes away, the run's processes go with it."""
+        await self.stop_run()
+
+    def _relay(self, event: Event) -> None:
+        """Bus listener (runs on the app's loop): turn events into messages, nothing more."""
+        if event.name == "observation":
+            self.post_message(ObservationUpdate(event))
+        else:
+            self.post_message(BusEvent(event))
+
+    @work(exclusive=True, group="scenario", exit_on_error=False)
+    async def run_scenario(self) -> RunOutcome:
+        """The same ScenarioRunner the headless run uses; it starts and stops the runtime."""
+        return await self.runner.run()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is not self._worker:
+            return
+        if event.state is WorkerState.ERROR:
+            self.notify(
+                f"the run stopped: {event.worker.error}", title="Run failed", severity="error"
+            )
+
+    async def stop_run(self) -> None:
+        """Cancel the run and wait until every process it started is gone."""
+        worker = self._worker
+        if worker is not None and worker.state in (WorkerState.PENDING, WorkerState.RUNNING):
+            worker.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await worker.wait()
+        await self.runtime.stop()
+        self._remove_listener()
+
+    # --- events -> widgets -------------------------------------------------------------
+
+    def on_observation_update(self, message: ObservationUpdate) -> None:
+        state = message.event.fields.get("state") or {}
+        self.query_one(ClusterPanel).show_state(state)
+
+    def on_bus_event(self, message: BusEvent) -> None:
+        event = message.event
+        f = event.fields
+        name = event.name
+        with self.app.batch_update():
+            if name == "workload_sample":
+                self.query_one(WorkloadPanel).add_sample(f)
+                return
+            self.query_one(Transcript).show(name, f)
+            narration = self.query_one(NarrationPanel)
+            match name:
+                case "chapter_entered":
+                    narration.chapter(f)
+                case "fault_countdown":
+                    narration.countdown(f)
+                case "fault_injected":
+                    narration.fault(f)
+                case "fault_cleared":
+                    narration.fault_cleared(f)
+                case "run_finished":
+                    narration.finished(f)
+                    problems = (f.get("summary") or {}).get("problems") or []
+                    if problems:
+                        self.notify("\n".join(problems), title="Run FAILED", severity="error")
+                    else:
+                        self.notify("the run finished and the cluster is healthy", title="Run OK")
+                case "wait_timed_out":
+                    self.notify(str(f.get("problem")), severity="warning")
+                case "agent_ready" | "mode_changed":
+                    self.mode = Mode(f["mode"])
+                    self.sub_title = f"{self.scenario.title} · mode {self.mode.value}"
+                case "diagnosis_ready":
+                    self.diagnoses[int(f["ticket_id"])] = str(
+                        f.get("summary") or f.get("root_cause") or ""
+                    )
+            if name in TICKET_EVENTS:
+                self._ticket(f)
+            if name.startswith("action_") and "action_id" in f:
+                self._action(name, f)
+
+    def _ticket(self, f: dict[str, Any]) -> None:
+        self.query_one(TicketsPanel).show(f)
+        ticket_id = int(f["ticket_id"])
+        target = str(f.get("target", ""))
+        if f.get("state") == "resolved":
+            self.open_tickets.pop(ticket_id, None)
+        else:
+            self.open_tickets[ticket_id] = (target, str(f.get("invariant", "")))
+        names = [
+            f"#{tid} {invariant}"
+            for tid, (named, invariant) in sorted(self.open_tickets.items())
+            if named == target
+        ]
+        self.query_one(ClusterPanel).flag(target, ", ".join(names) or None)
+
+    def _action(self, name: str, f: dict[str, Any]) -> None:
+        action_id = int(f["action_id"])
+        if f.get("state") in OPEN_ACTION_STATES:
+            self.pending[action_id] = dict(f)
+            if self._needs_person(f):
+                self._ask(action_id)
+        else:
+            self.pending.pop(action_id, None)
+            screen = self.app.screen
+            if isinstance(screen, ApprovalModal) and screen.action.get("action_id") == action_id:
+                screen.dismiss(None)  # decided elsewhere (CLI, policy, expiry, kill switch)
+
+    def _needs_person(self, f: dict[str, Any]) -> bool:
+        mode = self.mode or self.runtime.controls.mode()
+        return mode is Mode.APPROVE or (mode is Mode.AUTO and f.get("risk") == "high")
+
+    # --- commands ----------------------------------------------------------------------
+
+    def _ask(self, action_id: int) -> None:
+        if action_id in self._asking:
+            return
+        self._asking.add(action_id)
+        f = self.pending[action_id]
+        diagnosis = self.diagnoses.get(int(f.get("ticket_id") or 0), "")
+
+        def decided(approve: bool | None) -> None:
+            self._asking.discard(action_id)
+            if approve:
+                self._approve(action_id)
+            elif action_id in self.pending:
+                self._ask_reason(action_id)
+
+        self.app.push_screen(ApprovalModal(f, diagnosis), decided)
+
+    def _ask_reason(self, action_id: int) -> None:
+        label = f"action {action_id} ({self.pending.get(action_id, {}).get('action', '?')})"
+
+        def reasoned(reason: str | None) -> None:
+            if reason is not None:
+                self._reject(action_id, reason)
+
+        self.app.push_screen(ReasonModal(label), reasoned)
+
+    @work(group="decisions", exit_on_error=False)
+    async def _approve(self, action_id: int) -> None:
+        try:
+            await asyncio.to_thread(self.actions.approve, action_id, by=PERSON)
+        except ApprovalError as exc:
+            self.notify(str(exc), title="Not approved", severity="warning")
+        else:
+            self.notify(f"action {action_id} approved")
+
+    @work(group="decisions", exit_on_error=False)
+    async def _reject(self, action_id: int, reason: str) -> None:
+        try:
+            await asyncio.to_thread(self.actions.reject, action_id, by=PERSON, reason=reason)
+        except ApprovalError as exc:
+            self.notify(str(exc), title="Not rejected", severity="warning")
+        else:
+            self.notify(f"action {action_id} rejected")
+
+    def _newest_pending(self) -> int | None:
+        return max(self.pending) if self.pending else None
+
+    def action_tickets(self) -> None:
+        self.app.push_screen(TicketsScreen(self.engine, self.runtime.run_id))
+
+    def action_audit(self) -> None:
+        self.app.push_screen(AuditScreen(self.engine, self.runtime.run_id))
+
+    def action_next_chapter(self) -> None:
+        self.runner.advance()
+
+    def action_approve(self) -> None:
+        action_id = self._newest_pending()
+        if action_id is None:
+            self.notify("no action is waiting for approval")
+        else:
+            self._approve(action_id)
+
+    def action_reject(self) -> None:
+        action_id = self._newest_pending()
+        if action_id is None:
+            self.notify("no action is waiting for approval")
+        else:
+            self._ask_reason(action_id)
+
+    @work(group="controls", exclusive=True, exit_on_error=False)
+    async def action_cycle_mode(self) -> None:
+        controls = self.runtime.controls
+        current = self.mode or await asyncio.to_thread(controls.mode)
+        new = MODE_CYCLE[(MODE_CYCLE.index(current) + 1) % len(MODE_CYCLE)]
+        try:
+            await asyncio.to_thread(controls.set_mode, new, by=PERSON)
+        except ApprovalError as exc:
+            self.notify(str(exc), title="Mode unchanged", severity="warning")
+            return
+        self.mode = new
+        self.sub_title = f"{self.scenario.title} · mode {new.value}"
+        self.notify(f"mode {new.value}")
+
+    @work(group="controls", exclusive=True, exit_on_error=False)
+    async def action_kill_switch(self) -> None:
+        cancelled = await asyncio.to_thread(self.runtime.controls.set_kill_switch, True, by=PERSON)
+        self.mode = Mode.OBSERVE
+        self.notify(
+            f"kill switch on: mode observe, {len(cancelled)} pending action(s) cancelled",
+            title="Kill switch",
+            severity="error",
+        )

@@ -1,0 +1,116 @@
+"""Read-only screens over the database: this run's tickets and the audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from operator_console.audit import AuditLog
+from operator_console.db import TicketRepository
+
+ROW_LIMIT = 200
+
+
+class RecordsScreen(Screen[None]):
+    """A table loaded once in a thread; escape goes back to the dashboard."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("g", "reload", "Reload"),
+    ]
+    TITLE_TEXT = ""
+    COLUMNS: tuple[str, ...] = ()
+
+    def __init__(self, engine: Engine, run_id: str | None) -> None:
+        super().__init__()
+        self.engine = engine
+        self.run_id = run_id
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(self.TITLE_TEXT, classes="records-title")
+        yield DataTable(cursor_type="row", zebra_stripes=True, classes="records-table")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table: DataTable[Any] = self.query_one(DataTable)
+        for column in self.COLUMNS:
+            table.add_column(column, key=column)
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        self._load()
+
+    @work(exclusive=True, group="records", exit_on_error=False)
+    async def _load(self) -> None:
+        rows = await asyncio.to_thread(self.fetch)
+        table: DataTable[Any] = self.query_one(DataTable)
+        for key, values in rows:
+            if key in table.rows:
+                for column, value in zip(self.COLUMNS, values, strict=True):
+                    table.update_cell(key, column, value, update_width=True)
+            else:
+                table.add_row(*values, key=key)
+
+    def fetch(self) -> list[tuple[str, tuple[str, ...]]]:
+        raise NotImplementedError
+
+
+class TicketsScreen(RecordsScreen):
+    """Every ticket of this run, with its diagnosis."""
+
+    TITLE_TEXT = "Tickets of this run (newest first)"
+    COLUMNS = ("id", "state", "severity", "invariant", "target", "seen", "message", "root cause")
+
+    def fetch(self) -> list[tuple[str, tuple[str, ...]]]:
+        rows = TicketRepository(self.engine).list(run_id=self.run_id, limit=ROW_LIMIT)
+        return [
+            (
+                str(row.id),
+                (
+                    f"#{row.id}",
+                    row.state,
+                    row.severity,
+                    row.invariant,
+                    row.target,
+                    str(row.occurrences),
+                    row.message,
+                    str((row.diagnosis or {}).get("root_cause", "")),
+                ),
+            )
+            for row in rows
+        ]
+
+
+class AuditScreen(RecordsScreen):
+    """The audit log of this run: who did what, chained by hash."""
+
+    TITLE_TEXT = "Audit log of this run (newest first)"
+    COLUMNS = ("id", "at", "kind", "actor", "ticket", "action", "payload", "hash")
+
+    def fetch(self) -> list[tuple[str, tuple[str, ...]]]:
+        rows = AuditLog(self.engine).list(limit=ROW_LIMIT, run_id=self.run_id)
+        return [
+            (
+                str(row.id),
+                (
+                    str(row.id),
+                    f"{row.at:%H:%M:%S}",
+                    row.kind,
+                    row.actor,
+                    f"#{row.ticket_id}" if row.ticket_id else "",
+                    str(row.action_id or ""),
+                    json.dumps(row.payload, default=str)[:80],
+                    row.hash[:12],
+                ),
+            )
+            for row in rows
+        ]

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class Timeline:
+    returncode: int
+    events: list[dict[str, Any]]
+    stderr: str
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == name]
+
+    def first(self, name: str, **fields: Any) -> dict[str, Any]:
+        for event in self.named(name):
+            if all(event.get(k) == v for k, v in fields.items()):
+                return event
+        raise AssertionError(f"no {name} {fields} in timeline; stderr:\n{self.stderr}")
+
+    def pids(self) -> list[int]:
+        endpoints = self.first("cluster_ready")["endpoints"]
+        pids = [endpoints["store"]["pid"]]
+        pids += [node["pid"] for node in endpoints["nodes"].values()]
+        return [p for p in pids if p]
+
+
+def console_argv(*args: str) -> list[str]:
+    """The command line of `operator-console ARGS...` run by this interpreter."""
+    return [sys.executable, "-m", "operator_console", *args]
+
+
+def console_env(data_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["OPERATOR_CONSOLE_DATA_DIR"] = str(data_dir)
+    env.pop("OPERATOR_CONSOLE_DB", None)
+    env.pop("ANTHROPIC_API_KEY", None)
+    return env
+
+
+def parse_timeline(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def run_console(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Run `operator-console ARGS...` as a real process and parse its timeline."""
+
+    def run(*args: str, timeout: float = 120) -> Timeline:
+        proc = subprocess.run(
+            console_argv(*args),
+            env=console_env(tmp_path / "data"),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return Timeline(proc.returncode, parse_timeline(proc.stdout), proc.stderr)
+
+    return run

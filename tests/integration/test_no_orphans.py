@@ -1,0 +1,116 @@
+"""No process the console starts outlives it: not after a normal run, not after Ctrl+C (SIGINT),
+not after `lab down`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.integration.conftest import console_argv, console_env
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _survivors(procs: list[psutil.Process], timeout: float = 5.0) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _read_until(proc: subprocess.Popen[str], event: str, timeout: float = 60) -> dict:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        data = json.loads(line)
+        if data["event"] == event:
+            return data
+    raise AssertionError(f"{event} never came")
+
+
+@pytest.mark.integration
+def test_sigint_mid_run_stops_every_child(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        console_argv(
+            "run",
+            "ratelimiter-node-kill",
+            "--headless",
+            "--quiet",
+            "--pace",
+            "0.5",
+        ),
+        env=console_env(tmp_path / "data"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready = _read_until(proc, "cluster_ready")
+        children = _descendants(proc.pid)
+        assert ready["endpoints"]["store"]["pid"] in {p.pid for p in children}
+        assert len(children) == 4  # the store and three nodes
+        _read_until(proc, "fault_injected")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert _survivors(children) == []
+    assert "stopped" in (proc.stderr.read() if proc.stderr else "")
+
+
+@pytest.mark.integration
+def test_lab_up_status_down_leaves_nothing(tmp_path: Path) -> None:
+    env = console_env(tmp_path / "data")
+    up = subprocess.Popen(
+        console_argv("lab", "up", "--nodes", "2"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        state_file = tmp_path / "data" / "lab.json"
+        deadline = time.monotonic() + 30
+        while not state_file.exists() and time.monotonic() < deadline:
+            assert up.poll() is None, up.stderr.read() if up.stderr else ""
+            time.sleep(0.1)
+        endpoints = json.loads(state_file.read_text())["endpoints"]
+        assert set(endpoints["nodes"]) == {"node-1", "node-2"}
+        children = _descendants(up.pid)
+        status = subprocess.run(
+            console_argv("lab", "status"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert status.returncode == 0
+        assert status.stdout.count(" ok") == 2, status.stdout
+        down = subprocess.run(
+            console_argv("lab", "down"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert down.returncode == 0, down.stderr
+        up.wait(timeout=15)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert _survivors(children) == []
+    assert not state_file.exists()

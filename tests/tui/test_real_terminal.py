@@ -1,0 +1,63 @@
+"""The console in a real terminal (tmux): pick a scenario, quit with q, and the shell is usable
+again with no child process left behind."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
+]
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(
+        ["tmux", *args], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+
+
+def _wait_for(session: str, text: str, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = _tmux("capture-pane", "-p", "-t", session)
+        if text in screen:
+            return screen
+        time.sleep(0.3)
+    raise AssertionError(f"{text!r} never appeared; screen:\n{screen}")
+
+
+def test_pick_then_quit_restores_the_shell_and_leaves_no_child(tmp_path: Path) -> None:
+    session = f"oc-{uuid.uuid4().hex[:8]}"
+    console = Path(sys.executable).with_name("operator-console")
+    env = f"OPERATOR_CONSOLE_DATA_DIR={tmp_path / 'data'}"
+    _tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "45", "bash --norc --noprofile")
+    try:
+        shell_pid = int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
+        _tmux("send-keys", "-t", session, f"env {env} {console}", "Enter")
+        _wait_for(session, "Pick a scenario")
+        _tmux("send-keys", "-t", session, "Down", "Down", "Down", "Down", "Enter")
+        _wait_for(session, "Cluster")
+        _wait_for(session, "node-3")
+        children = psutil.Process(shell_pid).children(recursive=True)
+        assert len(children) >= 5, children  # the console, the store and three nodes
+        _tmux("send-keys", "-t", session, "q")
+        deadline = time.monotonic() + 30
+        while psutil.Process(shell_pid).children() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _tmux("send-keys", "-t", session, "echo shell-back-$((40+2))", "Enter")
+        screen = _wait_for(session, "shell-back-42", timeout=15)
+        assert "Pick a scenario" not in screen  # the alternate screen is gone
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
