@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,9 @@ import httpx
 import pytest
 import redis
 
+from operator_console.lab.ports import free_port
+
 STARTUP_TIMEOUT_S = 15.0
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (the OS picked it for a socket bound to 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stop(process: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:

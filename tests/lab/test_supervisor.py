@@ -73,6 +73,14 @@ def test_free_port_is_bindable_and_free_ports_are_distinct() -> None:
     assert len(set(ports)) == 5
 
 
+def test_free_ports_stay_below_the_kernels_ephemeral_range() -> None:
+    """A restarted node rebinds its port; an outgoing socket must never have taken it."""
+    from pathlib import Path
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert all(20000 <= port < low for port in free_ports(50))
+
+
 async def test_start_waits_for_readiness_and_logs_output(supervisor: Supervisor, tmp_path: Path):
     marker = tmp_path / "ready.flag"
     script = (
