@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 from sqlalchemy.engine import Engine
@@ -19,6 +21,7 @@ from operator_console.audit import register_secrets_from_env
 from operator_console.cli_actions import actions, kill_switch
 from operator_console.cli_audit import audit
 from operator_console.cli_lab import lab
+from operator_console.cli_serve import serve
 from operator_console.db import (
     DatabaseError,
     TicketRepository,
@@ -67,7 +70,15 @@ def _setup_logging(settings: Settings) -> Path:
     root.setLevel(logging.INFO)
     for noisy in ("httpx", "httpcore", "anthropic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # `kill -USR1 PID` writes every thread's stack to this file: how to see where it is stuck.
+    global _stack_dump_file
+    if _stack_dump_file is None:
+        _stack_dump_file = open(log_dir / "stacks.log", "a")  # kept open for the process
+        faulthandler.register(signal.SIGUSR1, file=_stack_dump_file, all_threads=True)
     return path
+
+
+_stack_dump_file: IO[str] | None = None
 
 
 def _engine(settings: Settings) -> Engine:
@@ -307,3 +318,4 @@ main.add_command(lab)
 main.add_command(actions)
 main.add_command(kill_switch)
 main.add_command(audit)
+main.add_command(serve)

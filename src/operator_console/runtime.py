@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable
@@ -236,9 +235,13 @@ class Runtime:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:
+            done, stuck = await asyncio.wait(tasks, timeout=STOP_STEP_S)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("%s ended with %r", task.get_name(), task.exception())
+            for task in stuck:
+                log.warning("%s did not stop within %.0f s; went on without it", task, STOP_STEP_S)
         if self.executor is not None:
             await _bounded(self.executor.stop(), STOP_STEP_S, "executor")
         deployment, self.deployment = self.deployment, None

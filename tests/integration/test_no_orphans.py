@@ -4,8 +4,10 @@ not after `lab down`."""
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -27,21 +29,47 @@ def _survivors(procs: list[psutil.Process], timeout: float = 5.0) -> list[psutil
     return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
-def _read_until(proc: subprocess.Popen[str], event: str, timeout: float = 60) -> dict:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        data = json.loads(line)
-        if data["event"] == event:
-            return data
-    raise AssertionError(f"{event} never came")
+class _Timeline:
+    """Reads the run's stdout on a thread, so the run never blocks on a full pipe."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.events: queue.Queue[dict] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.events.put(json.loads(line))
+
+    def until(self, event: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                data = self.events.get(timeout=left)
+            except queue.Empty:
+                break
+            if data["event"] == event:
+                return data
+        raise AssertionError(f"{event} never came")
+
+
+def _why_stuck(proc: subprocess.Popen[str], data_dir: Path) -> str:
+    """Ask the console for its threads' stacks (SIGUSR1) and return them with its log's tail."""
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(1.0)
+    logs = data_dir / "logs"
+    parts = []
+    for name in ("stacks.log", "operator-console.log"):
+        path = logs / name
+        if path.exists():
+            parts.append(f"--- {name} ---\n" + "\n".join(path.read_text().splitlines()[-80:]))
+    return "\n".join(parts)
 
 
 @pytest.mark.integration
 def test_sigint_mid_run_stops_every_child(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
     proc = subprocess.Popen(
         console_argv(
             "run",
@@ -51,19 +79,25 @@ def test_sigint_mid_run_stops_every_child(tmp_path: Path) -> None:
             "--pace",
             "0.5",
         ),
-        env=console_env(tmp_path / "data"),
+        env=console_env(data_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        ready = _read_until(proc, "cluster_ready")
+        timeline = _Timeline(proc)
+        ready = timeline.until("cluster_ready")
         children = _descendants(proc.pid)
         assert ready["endpoints"]["store"]["pid"] in {p.pid for p in children}
         assert len(children) == 4  # the store and three nodes
-        _read_until(proc, "fault_injected")
+        timeline.until("fault_injected")
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                "the run did not stop within 45 s of SIGINT\n" + _why_stuck(proc, data_dir)
+            ) from None
     finally:
         if proc.poll() is None:
             proc.kill()

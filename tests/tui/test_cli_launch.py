@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ def test_nothing_outside_the_tui_imports_textual() -> None:
         for path in package.rglob("*.py")
         if "tui" not in path.relative_to(package).parts
         and any(
-            line.lstrip().startswith(("import textual", "from textual"))
+            re.match(r"(from|import) textual(\s|\.|$)", line.lstrip())
             for line in path.read_text().splitlines()
         )
     ]
