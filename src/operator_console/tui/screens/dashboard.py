@@ -68,6 +68,8 @@ class DashboardScreen(Screen[None]):
         self._asking: set[int] = set()
         self._remove_listener = self.runtime.bus.add_listener(self._relay)
         self._worker: Worker[RunOutcome] | None = None
+        self._covered_state: dict[str, Any] | None = None
+        self._covered_samples = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -121,9 +123,24 @@ class DashboardScreen(Screen[None]):
 
     # --- events -> widgets -------------------------------------------------------------
 
+    # Per-second updates wait while a dialog covers the dashboard: redrawing the dimmed
+    # screen behind a modal re-renders all of it, and the person is reading the dialog.
+
     def on_observation_update(self, message: ObservationUpdate) -> None:
         state = message.event.fields.get("state") or {}
-        self.query_one(ClusterPanel).show_state(state)
+        if self.is_active:
+            self.query_one(ClusterPanel).show_state(state)
+        else:
+            self._covered_state = state
+
+    def on_screen_resume(self) -> None:
+        state, self._covered_state = self._covered_state, None
+        with self.app.batch_update():
+            if state is not None:
+                self.query_one(ClusterPanel).show_state(state)
+            if self._covered_samples:
+                self._covered_samples = False
+                self.query_one(WorkloadPanel).redraw()
 
     def on_bus_event(self, message: BusEvent) -> None:
         event = message.event
@@ -131,7 +148,11 @@ class DashboardScreen(Screen[None]):
         name = event.name
         with self.app.batch_update():
             if name == "workload_sample":
-                self.query_one(WorkloadPanel).add_sample(f)
+                if self.is_active:
+                    self.query_one(WorkloadPanel).add_sample(f)
+                else:
+                    self.query_one(WorkloadPanel).record(f)
+                    self._covered_samples = True
                 return
             self.query_one(Transcript).show(name, f)
             narration = self.query_one(NarrationPanel)

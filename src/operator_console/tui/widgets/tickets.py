@@ -59,6 +59,8 @@ class TicketsPanel(Vertical):
             table.update_cell(key, column, values[column], update_width=True)
 
     def _tick_ages(self) -> None:
+        if not self.screen.is_active:
+            return  # covered by a dialog: ages catch up on the next tick after it closes
         table: DataTable[Any] = self.query_one(DataTable)
         now = time.monotonic()
         for key, opened in self._opened.items():

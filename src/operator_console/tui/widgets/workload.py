@@ -27,6 +27,7 @@ class WorkloadPanel(Vertical):
         super().__init__(id=id)
         self.border_title = "Workload"
         self.history: dict[str, deque[float]] = {k: deque(maxlen=HISTORY) for k, _ in SERIES}
+        self._last: dict[str, Any] = {}
 
     def compose(self) -> ComposeResult:
         for key, label in SERIES:
@@ -36,7 +37,20 @@ class WorkloadPanel(Vertical):
                 yield Label("-", classes="series-value")
 
     def add_sample(self, fields: dict[str, Any]) -> None:
-        """Append one workload_sample event; reassigning `.data` is what refreshes a Sparkline."""
+        """Record one workload_sample event and draw it."""
+        self.record(fields)
+        self.redraw()
+
+    def record(self, fields: dict[str, Any]) -> None:
+        """Keep one workload_sample event without drawing (the panel may be covered)."""
+        self._last = fields
+        for key, _ in SERIES:
+            value = fields.get(key)
+            self.history[key].append(float(value) if isinstance(value, int | float) else 0.0)
+
+    def redraw(self) -> None:
+        """Show the recorded history; reassigning `.data` is what refreshes a Sparkline."""
+        fields = self._last
         p99 = fields.get("p99_ms")
         errors = int(fields.get("errors") or 0)
         alarm = errors > 0 or (isinstance(p99, int | float) and p99 > P99_ALARM_MS)
@@ -44,10 +58,8 @@ class WorkloadPanel(Vertical):
         for key, _ in SERIES:
             value = fields.get(key)
             number = float(value) if isinstance(value, int | float) else 0.0
-            buf = self.history[key]
-            buf.append(number)
             row = self.query_one(f"#series-{key.replace('_', '-')}", Horizontal)
-            row.query_one(Sparkline).data = list(buf)
+            row.query_one(Sparkline).data = list(self.history[key])
             text = (
                 "-" if value is None else (f"{number:.0f}" if key != "p99_ms" else f"{number:.1f}")
             )
