@@ -16,7 +16,7 @@ from typing import IO, Any, TypeVar
 import click
 from sqlalchemy.engine import Engine
 
-from operator_console.actions.store import ActionRepository, Mode
+from operator_console.actions.store import Mode
 from operator_console.audit import register_secrets_from_env
 from operator_console.cli_actions import actions, kill_switch
 from operator_console.cli_audit import audit
@@ -25,10 +25,10 @@ from operator_console.cli_serve import serve
 from operator_console.db import (
     DatabaseError,
     TicketRepository,
-    TranscriptRepository,
     create_db_engine,
     init_db,
 )
+from operator_console.dossier import TicketDossier
 from operator_console.scenarios import ScenarioError, find_scenario, list_scenarios
 from operator_console.settings import Settings
 
@@ -117,7 +117,11 @@ def main(ctx: click.Context) -> None:
 
 @main.command()
 @click.argument("scenario")
-@click.option("--headless", is_flag=True, help="No console: timeline as JSON lines on stdout.")
+@click.option(
+    "--headless",
+    is_flag=True,
+    help="No console: timeline as JSON lines on stdout. Without it the console opens on the run.",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 @db_option
 @click.option(
@@ -158,7 +162,7 @@ def run(
     pace: float,
 ) -> None:
     """Run SCENARIO (a name from `scenarios list`, or a path to a .toml file)."""
-    from operator_console.runtime import Runtime
+    from operator_console.runtime import RunOptions, Runtime
     from operator_console.scenarios.headless import run_headless
 
     settings = _settings(db, interval)
@@ -166,10 +170,6 @@ def run(
         loaded = find_scenario(scenario)
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from None
-    if not headless:
-        raise click.ClickException(
-            "the full-screen console is not part of this version yet; add --headless"
-        )
     if brain == "claude" and not (settings.anthropic_api_key or settings.anthropic_base_url):
         raise click.ClickException(
             "--brain claude needs ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL for a compatible "
@@ -177,13 +177,16 @@ def run(
         )
     _setup_logging(settings)
     engine = _engine(settings)
+    options = RunOptions(agent=not no_agent, brain=brain, mode=Mode(mode) if mode else None)
+    if not headless:
+        from operator_console.tui.app import OperatorApp
+
+        OperatorApp(
+            settings=settings, engine=engine, pace=pace, scenario=loaded, options=options
+        ).run()
+        return
     runtime = Runtime(
-        loaded,
-        settings,
-        engine,
-        agent=not no_agent,
-        brain=brain,
-        mode=Mode(mode) if mode else None,
+        loaded, settings, engine, agent=options.agent, brain=options.brain, mode=options.mode
     )
     try:
         outcome = asyncio.run(run_headless(runtime, pace=pace, quiet=quiet))
@@ -261,17 +264,17 @@ def tickets_list(
 @db_option
 @click.option("--json", "as_json", is_flag=True)
 def tickets_show(ticket_id: int, db: str | None, as_json: bool) -> None:
-    """One ticket with the observation that opened it."""
-    engine = _engine(_settings(db))
-    row = TicketRepository(engine).get(ticket_id)
-    if row is None:
+    """One ticket with the observation that opened it, its transcript, actions and audit rows."""
+    dossier = TicketDossier.load(_engine(_settings(db)), ticket_id)
+    if dossier is None:
         raise click.ClickException(f"no ticket {ticket_id}; see `operator-console tickets list`")
+    row, steps = dossier.ticket, dossier.transcript
     data = row.to_dict(with_observation=True)
-    steps = TranscriptRepository(engine).for_ticket(ticket_id)
-    proposals = ActionRepository(engine).find(ticket_id=ticket_id, limit=100)
     if as_json:
         data["transcript"] = [s.model_dump(mode="json") for s in steps]
-        data["actions"] = [a.to_dict() for a in proposals]
+        # Newest first, as `actions list` and `audit list` print them.
+        data["actions"] = [a.to_dict() for a in reversed(dossier.actions)]
+        data["audit"] = [a.to_dict() for a in reversed(dossier.audit)]
         click.echo(json.dumps(data, default=str, indent=2))
         return
     for key in ("id", "run_id", "subject", "state", "severity", "invariant", "target", "message"):
@@ -294,11 +297,19 @@ def tickets_show(ticket_id: int, db: str | None, as_json: bool) -> None:
                 text = f"{step.tool}({json.dumps(step.input)})"
             flag = " ERROR" if step.is_error else ""
             click.echo(f"  {step.seq:>3} {step.kind:<11}{flag} {text[:160]}")
-    for action in reversed(proposals):
+    for action in dossier.actions:
         click.echo(
             f"action {action.id}: {action.name} {json.dumps(action.params)} "
             f"[{action.state}] risk {action.risk}" + (f" - {action.error}" if action.error else "")
         )
+    if dossier.audit:
+        click.echo(f"audit ({len(dossier.audit)} rows):")
+        for entry in dossier.audit:
+            action_id = f"action {entry.action_id}" if entry.action_id is not None else ""
+            click.echo(
+                f"  {entry.id:>6} {entry.at:%Y-%m-%d %H:%M:%S} {entry.kind:<18} "
+                f"{entry.actor:<16} {action_id}".rstrip()
+            )
 
 
 def _show_diagnosis(diagnosis: dict[str, Any] | None, brain: str | None) -> None:

@@ -44,6 +44,15 @@ def new_run_id() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
 
 
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How a run is driven: with or without the agent, which brain, which mode."""
+
+    agent: bool = True
+    brain: str | None = None
+    mode: Mode | None = None
+
+
 class Runtime:
     """One run of a scenario; the TUI and the headless runner are two views of it."""
 
@@ -257,7 +266,8 @@ class Runtime:
 async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
     """A stuck part of shutdown is logged and skipped, so the lab is always stopped."""
     try:
-        await asyncio.wait_for(step, seconds)
+        async with asyncio.timeout(seconds):
+            await step
     except TimeoutError:
         log.warning("stopping the %s took over %.0f s; went on without it", what, seconds)
     except Exception:

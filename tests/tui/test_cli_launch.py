@@ -43,3 +43,35 @@ def test_nothing_outside_the_tui_imports_textual() -> None:
         )
     ]
     assert offenders == []
+
+
+async def test_run_without_headless_opens_the_console_on_that_scenario(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run SCENARIO` hands the scenario and its options to the app, which opens its dashboard
+    (and quitting at once, mid-start, still stops everything)."""
+    from operator_console.actions.store import Mode
+    from operator_console.tui.screens.dashboard import DashboardScreen
+
+    monkeypatch.setenv("OPERATOR_CONSOLE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("OPERATOR_CONSOLE_DB", raising=False)
+    launched: list[OperatorApp] = []
+    monkeypatch.setattr(OperatorApp, "run", lambda self, *a, **k: launched.append(self))
+    result = CliRunner().invoke(
+        main,
+        ["run", "ratelimiter-node-kill", "--mode", "auto", "--brain", "rules", "--pace", "0.5"],
+    )
+    assert result.exit_code == 0, result.output
+    (app,) = launched
+    assert app.scenario is not None and app.scenario.name == "ratelimiter-node-kill"
+    assert app.options is not None
+    assert (app.options.mode, app.options.brain, app.options.agent) == (Mode.AUTO, "rules", True)
+    assert app.pace == 0.5
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        assert screen.scenario.name == "ratelimiter-node-kill"
+        assert screen.runtime.requested_mode is Mode.AUTO
+        await pilot.press("q")
+    assert not screen.runtime.deployment

@@ -58,7 +58,8 @@ class Verifier:
                         f"within {self.timeout_s:g} s ({seen} observations, last run {clean})"
                     )
                 try:
-                    event = await asyncio.wait_for(queue.get(), remaining)
+                    async with asyncio.timeout(remaining):
+                        event = await queue.get()
                 except TimeoutError:
                     continue
                 if event.name != "observation":

@@ -82,6 +82,7 @@ class TicketRow(SQLModel, table=True):
             "state": self.state,
             "occurrences": self.occurrences,
             "message": self.message,
+            "first_seen": self.first_seen.isoformat() if self.first_seen else None,
         }
 
     def to_dict(self, *, with_observation: bool = False) -> dict[str, Any]:

@@ -220,7 +220,8 @@ class FaultProxy:
         await asyncio.gather(*handlers, return_exceptions=True)
         if server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), timeout=2.0)
+                async with asyncio.timeout(2.0):
+                    await server.wait_closed()
 
     def pending_tasks(self) -> int:
         """Tasks still unfinished on the proxy's loop (zero once stop() returned)."""
@@ -328,10 +329,8 @@ class FaultProxy:
             return
         self._accepted += 1
         try:
-            upstream = await asyncio.wait_for(
-                asyncio.open_connection(self.upstream_host, self.upstream_port),
-                timeout=_CONNECT_TIMEOUT_S,
-            )
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                upstream = await asyncio.open_connection(self.upstream_host, self.upstream_port)
         except (OSError, TimeoutError):
             writer.transport.abort()
             return

@@ -219,7 +219,8 @@ class Supervisor:
             if remaining <= 0:
                 break
             try:
-                ok = await asyncio.wait_for(proc.ready(), timeout=max(remaining, _POLL_S))
+                async with asyncio.timeout(max(remaining, _POLL_S)):
+                    ok = await proc.ready()
             except TimeoutError:
                 ok = False
             except Exception:

@@ -109,7 +109,8 @@ class Monitor:
 
     async def _observe(self) -> Observation:
         try:
-            return await asyncio.wait_for(self.subject.observe(), self.observe_timeout_s)
+            async with asyncio.timeout(self.observe_timeout_s):
+                return await self.subject.observe()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the observer itself broke: that is a failed source

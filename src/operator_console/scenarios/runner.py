@@ -161,7 +161,8 @@ class ScenarioRunner:
                 return False
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
 
     async def _healthy(self) -> bool:
         """No unresolved ticket and the last observation clean in every source."""

@@ -6,6 +6,8 @@ from sqlalchemy.engine import Engine
 from textual.app import App
 from textual.binding import Binding
 
+from operator_console.runtime import RunOptions
+from operator_console.scenarios.model import Scenario
 from operator_console.settings import Settings
 from operator_console.tui.screens.dashboard import DashboardScreen
 from operator_console.tui.screens.picker import PickerScreen
@@ -22,14 +24,35 @@ class OperatorApp(App[None]):
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
-    def __init__(self, *, settings: Settings, engine: Engine, pace: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        pace: float = 1.0,
+        scenario: Scenario | None = None,
+        options: RunOptions | None = None,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.engine = engine
         self.pace = pace
+        self.scenario = scenario
+        self.options = options
 
     def on_mount(self) -> None:
-        self.push_screen(PickerScreen(self.settings, self.engine))
+        if self.scenario is None:
+            self.push_screen(PickerScreen(self.settings, self.engine))
+        else:  # `operator-console run SCENARIO`: straight to its dashboard
+            self.push_screen(
+                DashboardScreen(
+                    self.scenario,
+                    self.settings,
+                    self.engine,
+                    pace=self.pace,
+                    options=self.options,
+                )
+            )
 
     def action_toggle_help(self) -> None:
         """Textual's key panel lists every binding of the focused screen with its description."""

@@ -121,7 +121,8 @@ class RateLimiterNode:
     async def ping(self) -> tuple[bool, float | None, str | None]:
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self.redis.ping(), self.settings.health_ping_timeout_s)
+            async with asyncio.timeout(self.settings.health_ping_timeout_s):
+                await self.redis.ping()
         except STORE_ERRORS as exc:
             return False, None, store_error_text(exc)
         return True, round((time.perf_counter() - started) * 1000, 3), None
@@ -185,6 +186,7 @@ class RateLimiterNode:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(*STORE_ERRORS):
-                await asyncio.wait_for(self.redis.delete(NODE_KEY_PREFIX + self.name), 0.5)
+                async with asyncio.timeout(0.5):
+                    await self.redis.delete(NODE_KEY_PREFIX + self.name)
             await self.redis.aclose()
             log.info("node %s stopped", self.name)

@@ -383,7 +383,8 @@ class RateLimiterObserver:
                 pipe.ping()
                 pipe.get(VERSION_KEY)
                 pipe.hgetall(LIMITS_KEY)
-                _, version, limits = await asyncio.wait_for(pipe.execute(), self.timeout_s * 2)
+                async with asyncio.timeout(self.timeout_s * 2):
+                    _, version, limits = await pipe.execute()
             registered = [
                 k.decode().removeprefix(NODES_PREFIX)
                 async for k in self._redis.scan_iter(match=f"{NODES_PREFIX}*", count=100)

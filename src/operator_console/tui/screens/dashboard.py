@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -17,7 +18,7 @@ from textual.worker import Worker, WorkerState
 
 from operator_console.actions.store import ActionRepository, ApprovalError, Mode
 from operator_console.events import Event
-from operator_console.runtime import Runtime
+from operator_console.runtime import RunOptions, Runtime
 from operator_console.scenarios.model import Scenario
 from operator_console.scenarios.runner import RunOutcome, ScenarioRunner
 from operator_console.settings import Settings
@@ -53,17 +54,26 @@ class DashboardScreen(Screen[None]):
     ]
 
     def __init__(
-        self, scenario: Scenario, settings: Settings, engine: Engine, *, pace: float = 1.0
+        self,
+        scenario: Scenario,
+        settings: Settings,
+        engine: Engine,
+        *,
+        pace: float = 1.0,
+        options: RunOptions | None = None,
     ) -> None:
         super().__init__()
         self.scenario = scenario
         self.engine = engine
-        self.runtime = Runtime(scenario, settings, engine)
+        opts = options or RunOptions()
+        self.runtime = Runtime(
+            scenario, settings, engine, agent=opts.agent, brain=opts.brain, mode=opts.mode
+        )
         self.runner = ScenarioRunner(self.runtime, pace=pace, auto_advance=False)
         self.actions = ActionRepository(engine)
         self.mode: Mode | None = None
         self.pending: dict[int, dict[str, Any]] = {}
-        self.diagnoses: dict[int, str] = {}
+        self.diagnoses: dict[int, dict[str, Any]] = {}
         self.open_tickets: dict[int, tuple[str, str]] = {}
         self._asking: set[int] = set()
         self._remove_listener = self.runtime.bus.add_listener(self._relay)
@@ -150,6 +160,7 @@ class DashboardScreen(Screen[None]):
             if name == "workload_sample":
                 if self.is_active:
                     self.query_one(WorkloadPanel).add_sample(f)
+                    self.query_one(TicketsPanel).tick(event.at)
                 else:
                     self.query_one(WorkloadPanel).record(f)
                     self._covered_samples = True
@@ -178,16 +189,14 @@ class DashboardScreen(Screen[None]):
                     self.mode = Mode(f["mode"])
                     self.sub_title = f"{self.scenario.title} · mode {self.mode.value}"
                 case "diagnosis_ready":
-                    self.diagnoses[int(f["ticket_id"])] = str(
-                        f.get("summary") or f.get("root_cause") or ""
-                    )
+                    self.diagnoses[int(f["ticket_id"])] = dict(f)
             if name in TICKET_EVENTS:
-                self._ticket(f)
+                self._ticket(f, event.at)
             if name.startswith("action_") and "action_id" in f:
                 self._action(name, f)
 
-    def _ticket(self, f: dict[str, Any]) -> None:
-        self.query_one(TicketsPanel).show(f)
+    def _ticket(self, f: dict[str, Any], at: datetime) -> None:
+        self.query_one(TicketsPanel).show(f, at)
         ticket_id = int(f["ticket_id"])
         target = str(f.get("target", ""))
         if f.get("state") == "resolved":
@@ -224,7 +233,7 @@ class DashboardScreen(Screen[None]):
             return
         self._asking.add(action_id)
         f = self.pending[action_id]
-        diagnosis = self.diagnoses.get(int(f.get("ticket_id") or 0), "")
+        diagnosis = self.diagnoses.get(int(f.get("ticket_id") or 0))
 
         def decided(approve: bool | None) -> None:
             self._asking.discard(action_id)

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+from rich.text import Text
 from sqlalchemy.engine import Engine
 from textual import work
 from textual.app import ComposeResult
@@ -15,6 +16,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from operator_console.audit import AuditLog
 from operator_console.db import TicketRepository
+from operator_console.tui.screens.ticket_detail import TicketDetailScreen
 
 ROW_LIMIT = 200
 
@@ -37,8 +39,11 @@ class RecordsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(self.TITLE_TEXT, classes="records-title")
-        yield DataTable(cursor_type="row", zebra_stripes=True, classes="records-table")
+        yield self.make_table()
         yield Footer()
+
+    def make_table(self) -> DataTable[Any]:
+        return DataTable(cursor_type="row", zebra_stripes=True, classes="records-table")
 
     def on_mount(self) -> None:
         table: DataTable[Any] = self.query_one(DataTable)
@@ -54,21 +59,35 @@ class RecordsScreen(Screen[None]):
         rows = await asyncio.to_thread(self.fetch)
         table: DataTable[Any] = self.query_one(DataTable)
         for key, values in rows:
+            cells = [Text(value) for value in values]  # data, never markup
             if key in table.rows:
-                for column, value in zip(self.COLUMNS, values, strict=True):
-                    table.update_cell(key, column, value, update_width=True)
+                for column, cell in zip(self.COLUMNS, cells, strict=True):
+                    table.update_cell(key, column, cell, update_width=True)
             else:
-                table.add_row(*values, key=key)
+                table.add_row(*cells, key=key)
 
     def fetch(self) -> list[tuple[str, tuple[str, ...]]]:
         raise NotImplementedError
 
 
+class TicketTable(DataTable[Any]):
+    """The tickets table; Enter (or a click on the highlighted row) opens the ticket."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "Detail")]
+
+
 class TicketsScreen(RecordsScreen):
-    """Every ticket of this run, with its diagnosis."""
+    """Every ticket of this run, with its diagnosis; a selected row opens the ticket in full."""
 
     TITLE_TEXT = "Tickets of this run (newest first)"
     COLUMNS = ("id", "state", "severity", "invariant", "target", "seen", "message", "root cause")
+
+    def make_table(self) -> DataTable[Any]:
+        return TicketTable(cursor_type="row", zebra_stripes=True, classes="records-table")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.app.push_screen(TicketDetailScreen(self.engine, int(event.row_key.value)))
 
     def fetch(self) -> list[tuple[str, tuple[str, ...]]]:
         rows = TicketRepository(self.engine).list(run_id=self.run_id, limit=ROW_LIMIT)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
+
+MAX_EVIDENCE = 4
 
 
 class ApprovalModal(ModalScreen[bool]):
@@ -21,23 +24,37 @@ class ApprovalModal(ModalScreen[bool]):
         Binding("escape", "decide(False)", "Reject"),
     ]
 
-    def __init__(self, action: dict[str, Any], diagnosis: str) -> None:
+    def __init__(self, action: dict[str, Any], diagnosis: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.action = action
-        self.diagnosis = diagnosis
+        self.diagnosis = diagnosis or {}
+
+    def _body(self) -> Text:
+        a, d = self.action, self.diagnosis
+        body = Text()
+        body.append(f"{a.get('action')} ", style="bold")
+        body.append(json.dumps(a.get("params") or {}))
+        body.append(f"\nrisk: {a.get('risk')}   ticket: #{a.get('ticket_id')}\n")
+        body.append(f"reason: {a.get('reason') or '-'}\n")
+        if d:
+            confidence = d.get("confidence")
+            sure = f" (confidence {confidence:.0%})" if isinstance(confidence, int | float) else ""
+            body.append(f"\nroot cause{sure}: ", style="bold")
+            body.append(str(d.get("root_cause") or d.get("summary") or "-"))
+            for item in (d.get("evidence") or [])[:MAX_EVIDENCE]:
+                body.append(f"\n  evidence: {item.get('claim', '')}")
+            ruled_out = len(d.get("alternatives") or [])
+            if ruled_out:
+                body.append(f"\n  {ruled_out} other explanation(s) ruled out; see the transcript")
+        else:
+            body.append("\nno diagnosis recorded for this ticket")
+        return body
 
     def compose(self) -> ComposeResult:
         a = self.action
         with Vertical(id="approval-dialog"):
             yield Label(f"[b]Approve action {a.get('action_id')}?[/]", id="approval-title")
-            yield Static(
-                f"{a.get('action')} {json.dumps(a.get('params') or {})}\n"
-                f"risk: {a.get('risk')}   ticket: #{a.get('ticket_id')}\n"
-                f"reason: {a.get('reason') or '-'}\n"
-                f"diagnosis: {self.diagnosis or '-'}",
-                id="approval-body",
-                markup=False,
-            )
+            yield Static(self._body(), id="approval-body")
             with Horizontal(id="approval-buttons"):
                 yield Button("Approve", variant="success", id="approve")
                 yield Button("Reject", variant="error", id="reject")

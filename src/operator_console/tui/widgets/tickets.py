@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from datetime import datetime
 from typing import Any
 
 from textual.app import ComposeResult
@@ -18,14 +18,24 @@ def _age(seconds: float) -> str:
     return f"{seconds / 60:.0f}m"
 
 
+def _when(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
 class TicketsPanel(Vertical):
-    """Tickets of this run; ages tick once a second."""
+    """Tickets of this run; ages run on the run's own clock (the time of its latest event)."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.border_title = "Tickets"
-        self._opened: dict[str, float] = {}
+        self._opened: dict[str, datetime] = {}
         self._resolved: set[str] = set()
+        self._now: datetime | None = None
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="tickets-table", cursor_type="row", zebra_stripes=True)
@@ -34,11 +44,19 @@ class TicketsPanel(Vertical):
         table: DataTable[Any] = self.query_one(DataTable)
         for column in COLUMNS:
             table.add_column(column, key=column)
-        self.set_interval(1.0, self._tick_ages)
 
-    def show(self, fields: dict[str, Any]) -> None:
-        """Apply a ticket_opened/updated/resolved/escalated event."""
+    def _age(self, key: str) -> str:
+        opened = self._opened.get(key)
+        if opened is None or self._now is None:
+            return "-"
+        return _age(max(0.0, (self._now - opened).total_seconds()))
+
+    def show(self, fields: dict[str, Any], at: datetime) -> None:
+        """Apply a ticket_opened/updated/resolved/escalated event that happened at `at`."""
         key = str(fields.get("ticket_id"))
+        self._now = max(self._now, at) if self._now else at
+        if key not in self._opened:
+            self._opened[key] = _when(fields.get("first_seen")) or at
         table: DataTable[Any] = self.query_one(DataTable)
         state = str(fields.get("state", "?"))
         if state == "resolved":
@@ -48,21 +66,19 @@ class TicketsPanel(Vertical):
             "state": state,
             "invariant": str(fields.get("invariant", "")),
             "target": str(fields.get("target", "")),
-            "age": _age(time.monotonic() - self._opened.get(key, time.monotonic())),
+            "age": self._age(key),
             "seen": str(fields.get("occurrences", "")),
         }
         if key not in table.rows:
-            self._opened[key] = time.monotonic()
             table.add_row(*(values[c] for c in COLUMNS), key=key)
             return
         for column in COLUMNS[1:]:
             table.update_cell(key, column, values[column], update_width=True)
 
-    def _tick_ages(self) -> None:
-        if not self.screen.is_active:
-            return  # covered by a dialog: ages catch up on the next tick after it closes
+    def tick(self, at: datetime) -> None:
+        """Age the open tickets to `at` (the dashboard calls this once a second)."""
+        self._now = at
         table: DataTable[Any] = self.query_one(DataTable)
-        now = time.monotonic()
-        for key, opened in self._opened.items():
+        for key in self._opened:
             if key not in self._resolved and key in table.rows:
-                table.update_cell(key, "age", _age(now - opened), update_width=True)
+                table.update_cell(key, "age", self._age(key), update_width=True)
