@@ -238,7 +238,9 @@ class RateLimiterObserver:
         invariants: Sequence[Invariant],
         workload: WorkloadSource | None = None,
         process_status: Callable[[str], str | None] | None = None,
-        timeout_s: float = 0.5,
+        # Longer than a node's own store ping (0.75 s) so that a slow store link shows as a
+        # slow health answer, not as the node being down.
+        timeout_s: float = 1.0,
         stats_window_s: float = 5.0,
     ) -> None:
         self._nodes = nodes
