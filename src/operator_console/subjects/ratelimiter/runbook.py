@@ -589,6 +589,9 @@ class StoreSlow(_Hypothesis):
         return explain(0.8, findings)
 
 
+DEGRADED_ERROR_SHARE = 0.05  # the error_rate invariant's default budget
+
+
 class NodeDegraded(_Hypothesis):
     name = "node_degraded"
     description = "the node is degraded and fails requests the other nodes serve"
@@ -621,9 +624,16 @@ class NodeDegraded(_Hypothesis):
         why = f"send traffic to the healthy nodes while {node} fails requests"
         if d["healthy"] is False:
             return self.fix(1.0 if mine else 0.7, findings, "drain_node", {"node": node}, why)
-        if mine and mine > 3 * others:
+        mine_stats = per_node.get(node) or {}
+        sent = sum(int(mine_stats.get(k) or 0) for k in ("allowed", "denied", "errors"))
+        # A stray timeout is not a degraded node: it must fail a real share of its requests.
+        failing = sent > 0 and mine / sent >= DEGRADED_ERROR_SHARE
+        if failing and mine > 3 * others:
             return self.fix(0.6, findings, "drain_node", {"node": node}, why)
-        return reject(f"{node} is healthy; clients saw {mine} errors from it, {others} elsewhere")
+        return reject(
+            f"{node} is healthy; clients saw {mine} errors in {sent} requests to it, "
+            f"{others} elsewhere"
+        )
 
 
 class ClusterWideErrors(_Hypothesis):
