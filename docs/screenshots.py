@@ -2,7 +2,8 @@
 
     python docs/screenshots.py
 
-Picker, dashboard before and during the node-kill incident, and the approval dialog, at 160x45.
+Picker, dashboard before and during the node-kill incident, the approval dialog and the
+resolved ticket's detail, at 160x45.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from operator_console.db import create_db_engine, init_db
 from operator_console.settings import Settings
 from operator_console.tui.app import OperatorApp
 from operator_console.tui.screens.dashboard import DashboardScreen
+from operator_console.tui.screens.records import TicketsScreen
+from operator_console.tui.screens.ticket_detail import TicketDetailScreen
 from operator_console.tui.widgets.approval import ApprovalModal
 
 DOCS = Path(__file__).resolve().parent
@@ -57,6 +60,16 @@ async def main() -> None:
             await pilot.press("a")  # approve: the executor restarts node-2 and verifies it
             await pilot.pause(2)
             app.save_screenshot("dashboard-incident.svg", path=str(DOCS))
+            dashboard = app.screen
+            assert isinstance(dashboard, DashboardScreen)
+            await _wait(pilot, lambda: not dashboard.open_tickets)  # verified and resolved
+            await pilot.press("t")
+            await _wait(pilot, lambda: isinstance(app.screen, TicketsScreen))
+            await pilot.pause(1)
+            await pilot.press("enter")
+            await _wait(pilot, lambda: isinstance(app.screen, TicketDetailScreen))
+            await pilot.pause(1)
+            app.save_screenshot("ticket-detail.svg", path=str(DOCS))
             await pilot.press("q")
     print("wrote", ", ".join(p.name for p in sorted(DOCS.glob("*.svg"))))
 

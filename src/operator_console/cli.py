@@ -163,7 +163,7 @@ def run(
 ) -> None:
     """Run SCENARIO (a name from `scenarios list`, or a path to a .toml file)."""
     from operator_console.runtime import RunOptions, Runtime
-    from operator_console.scenarios.headless import run_headless
+    from operator_console.scenarios.headless import Interrupted, run_headless
 
     settings = _settings(db, interval)
     try:
@@ -190,7 +190,10 @@ def run(
     )
     try:
         outcome = asyncio.run(run_headless(runtime, pace=pace, quiet=quiet))
-    except KeyboardInterrupt:
+    except Interrupted as stopped:
+        click.echo(f"{stopped}: every process of the run was stopped", err=True)
+        sys.exit(128 + stopped.signum)
+    except KeyboardInterrupt:  # a second Ctrl+C while stopping
         click.echo("interrupted; every process of the run was stopped", err=True)
         sys.exit(130)
     sys.exit(0 if outcome.ok else 1)

@@ -56,19 +56,21 @@ class _Timeline:
 
 def _why_stuck(proc: subprocess.Popen[str], data_dir: Path) -> str:
     """Ask the console for its threads' stacks (SIGUSR1) and return them with its log's tail."""
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(signal.SIGUSR1)  # every thread's stack
+    proc.send_signal(signal.SIGUSR2)  # every asyncio task's stack, into the log
     time.sleep(1.0)
     logs = data_dir / "logs"
     parts = []
     for name in ("stacks.log", "operator-console.log"):
         path = logs / name
         if path.exists():
-            parts.append(f"--- {name} ---\n" + "\n".join(path.read_text().splitlines()[-80:]))
+            parts.append(f"--- {name} ---\n" + "\n".join(path.read_text().splitlines()[-200:]))
     return "\n".join(parts)
 
 
 @pytest.mark.integration
-def test_sigint_mid_run_stops_every_child(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_mid_run_stops_every_child(tmp_path: Path, signum: signal.Signals) -> None:
     data_dir = tmp_path / "data"
     proc = subprocess.Popen(
         console_argv(
@@ -91,19 +93,21 @@ def test_sigint_mid_run_stops_every_child(tmp_path: Path) -> None:
         assert ready["endpoints"]["store"]["pid"] in {p.pid for p in children}
         assert len(children) == 4  # the store and three nodes
         timeline.until("fault_injected")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         try:
             proc.wait(timeout=45)
         except subprocess.TimeoutExpired:
             raise AssertionError(
-                "the run did not stop within 45 s of SIGINT\n" + _why_stuck(proc, data_dir)
+                f"the run did not stop within 45 s of {signum.name}\n" + _why_stuck(proc, data_dir)
             ) from None
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130
+    assert proc.returncode == 128 + signum
     assert _survivors(children) == []
-    assert "stopped" in (proc.stderr.read() if proc.stderr else "")
+    assert f"{signum.name}: every process of the run was stopped" in (
+        proc.stderr.read() if proc.stderr else ""
+    )
 
 
 @pytest.mark.integration

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import logging
 import signal
 import sys
 from typing import IO, Any
@@ -11,6 +14,8 @@ from typing import IO, Any
 from operator_console.events import Event
 from operator_console.runtime import Runtime
 from operator_console.scenarios.runner import RunOutcome, ScenarioRunner
+
+log = logging.getLogger(__name__)
 
 # Per-tick internals the console renders; the timeline carries their consequences instead.
 NOT_ON_TIMELINE = frozenset({"observation"})
@@ -115,25 +120,59 @@ class ProgressWriter:
             self.err.flush()
 
 
+class Interrupted(Exception):
+    """The run was stopped by a signal (Ctrl+C, SIGTERM, a closed terminal) and cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 async def run_headless(
     runtime: Runtime, *, pace: float = 1.0, quiet: bool = False, out: IO[str] | None = None
 ) -> RunOutcome:
-    """Run a scenario to the end; SIGTERM and SIGINT stop it cleanly (every child stopped)."""
+    """Run a scenario to the end. SIGINT, SIGTERM and SIGHUP stop it cleanly (every child
+    stopped) and raise Interrupted."""
     runtime.bus.add_listener(TimelineWriter(out or sys.stdout))
     if not quiet:
         runtime.bus.add_listener(ProgressWriter(sys.stderr))
     runner = ScenarioRunner(runtime, pace=pace, auto_advance=True)
     task = asyncio.current_task()
+    assert task is not None
     loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        if not received:  # a second signal does not cut the cleanup short
+            task.cancel()
+        received.append(signum)
+
+    # Handled here rather than left to asyncio.run's own Ctrl+C handling, which it installs
+    # only when SIGINT still has Python's default handler (not when the parent ignored it).
     installed = []
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
-            loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+            loop.add_signal_handler(sig, stop, sig)
             installed.append(sig)
         except (NotImplementedError, RuntimeError):
             pass
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGUSR2, _log_tasks)
+        installed.append(signal.SIGUSR2)
     try:
         return await runner.run()
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+def _log_tasks() -> None:
+    """`kill -USR2 PID`: log where every asyncio task of the run is waiting."""
+    for task in asyncio.all_tasks():
+        buffer = io.StringIO()
+        task.print_stack(limit=12, file=buffer)
+        log.warning("task %s\n%s", task.get_name(), buffer.getvalue())
