@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 
@@ -42,6 +42,38 @@ STOP_STEP_S = 10.0
 def new_run_id() -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+class LoopHandle(Protocol):
+    """A running loop the runtime can stop: an asyncio task's wrapper or a Textual worker."""
+
+    def cancel(self) -> object: ...
+
+    async def wait(self) -> object: ...
+
+
+Spawn = Callable[[str, Coroutine[Any, Any, None]], LoopHandle]
+
+
+class _TaskLoop:
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self.task = task
+
+    def cancel(self) -> None:
+        self.task.cancel()
+
+    async def wait(self) -> None:
+        try:
+            await self.task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("the %s loop failed", self.task.get_name())
+
+
+def spawn_task(name: str, loop: Coroutine[Any, Any, None]) -> LoopHandle:
+    """Run a loop as a plain asyncio task (the headless runner's way)."""
+    return _TaskLoop(asyncio.create_task(loop, name=name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +122,8 @@ class Runtime:
         self.agent: AgentLoop | None = None
         self.executor: Executor | None = None
         self.brain_why = ""
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops: list[LoopHandle] = []
+        self.spawn: Spawn = spawn_task
         self._started = False
 
     @property
@@ -187,15 +220,18 @@ class Runtime:
             kill_switch=kill,
         )
 
-    def start_loops(self) -> list[asyncio.Task[None]]:
-        """Run the monitor, agent and executor loops as tasks (the TUI runs them as workers)."""
+    def start_loops(self) -> list[LoopHandle]:
+        """Run the monitor, agent and executor loops through `spawn`: asyncio tasks by
+        default; the console spawns them as Textual workers, one group each."""
         assert self.monitor is not None, "start() first"
-        self._tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
+        loops: list[tuple[str, Coroutine[Any, Any, None]]] = [("monitor", self.monitor.run())]
         if self.agent is not None:
-            self._tasks.append(asyncio.create_task(self.agent.run(), name="agent"))
+            loops.append(("agent", self.agent.run()))
         if self.executor is not None:
-            self._tasks.append(asyncio.create_task(self.executor.run(), name="executor"))
-        return list(self._tasks)
+            loops.append(("executor", self.executor.run()))
+        for name, loop in loops:
+            self._loops.append(self.spawn(name, loop))
+        return list(self._loops)
 
     async def inject(self, spec: FaultSpec) -> ActiveFault:
         assert self.deployment is not None, "start() first"
@@ -241,16 +277,19 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop everything this run started; safe to call more than once, even mid-start."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            done, stuck = await asyncio.wait(tasks, timeout=STOP_STEP_S)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.warning("%s ended with %r", task.get_name(), task.exception())
-            for task in stuck:
-                log.warning("%s did not stop within %.0f s; went on without it", task, STOP_STEP_S)
+        loops, self._loops = self._loops, []
+        for handle in loops:
+            handle.cancel()
+        if loops:
+            waits = [asyncio.ensure_future(handle.wait()) for handle in loops]
+            done, stuck = await asyncio.wait(waits, timeout=STOP_STEP_S)
+            for waited in done:
+                if not waited.cancelled():
+                    waited.exception()  # a cancelled worker says so by raising: expected here
+            for waiting in stuck:
+                waiting.cancel()
+            if stuck:
+                log.warning("%d loop(s) did not stop within %.0f s", len(stuck), STOP_STEP_S)
         if self.executor is not None:
             await _bounded(self.executor.stop(), STOP_STEP_S, "executor")
         deployment, self.deployment = self.deployment, None

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 from textual.widgets import DataTable, Static
+from textual.worker import WorkerState
 
 from operator_console.actions.store import ActionRepository
 from operator_console.db import TicketRepository
@@ -65,6 +66,8 @@ async def test_person_approves_the_restart_and_sees_the_node_recover(
             pilot, lambda: _cell(cluster, "node-2", "state") == "up", "node-2 up", timeout=60
         )
         assert "Chapter 1/3" in str(title.render())
+        running = {w.group for w in app.workers if w.state is WorkerState.RUNNING}
+        assert {"scenario", "monitor", "agent", "executor"} <= running, running
 
         await pilot.press("space")
         await wait_for(

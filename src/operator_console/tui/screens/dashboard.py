@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +38,7 @@ TICKET_EVENTS = frozenset(
     {"ticket_opened", "ticket_updated", "ticket_resolved", "ticket_escalated"}
 )
 OPEN_ACTION_STATES = frozenset({"proposed"})
+LOOPS = frozenset({"monitor", "agent", "executor"})
 
 
 class DashboardScreen(Screen[None]):
@@ -69,6 +71,7 @@ class DashboardScreen(Screen[None]):
         self.runtime = Runtime(
             scenario, settings, engine, agent=opts.agent, brain=opts.brain, mode=opts.mode
         )
+        self.runtime.spawn = self._spawn_loop
         self.runner = ScenarioRunner(self.runtime, pace=pace, auto_advance=False)
         self.actions = ActionRepository(engine)
         self.mode: Mode | None = None
@@ -113,12 +116,23 @@ class DashboardScreen(Screen[None]):
         """The same ScenarioRunner the headless run uses; it starts and stops the runtime."""
         return await self.runner.run()
 
+    def _spawn_loop(self, name: str, loop: Coroutine[Any, Any, None]) -> Worker[None]:
+        """The runtime's monitor, agent and executor loops, each a worker in its own group."""
+        return self.run_worker(loop, name=name, group=name, exclusive=True, exit_on_error=False)
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker is not self._worker:
+        if event.state is not WorkerState.ERROR:
             return
-        if event.state is WorkerState.ERROR:
+        if event.worker is self._worker:
             self.notify(
                 f"the run stopped: {event.worker.error}", title="Run failed", severity="error"
+            )
+        elif event.worker.group in LOOPS:
+            self.notify(
+                f"the {event.worker.group} loop stopped: {event.worker.error}",
+                title=f"{event.worker.group.capitalize()} failed",
+                severity="error",
+                timeout=30,
             )
 
     async def stop_run(self) -> None:
