@@ -80,9 +80,9 @@ def serve(host: str, port: int, db: str | None) -> None:
     if db:
         os.environ["OPERATOR_CONSOLE_DB"] = db  # inherited by each session's process
 
-    from textual_serve.server import Server
+    from operator_console.tui.serve import serve_in_browser
 
     url = public_url(host, port)
     command = f"{shlex.quote(sys.executable)} -m operator_console"
     click.echo(f"open {url} in a browser (Ctrl+C stops the server)")
-    Server(command, host=host, port=port, title="operator-console", public_url=url).serve()
+    serve_in_browser(command, host=host, port=port, public_url=url)
