@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import Engine
 
 from operator_console.actions.executor import Executor, Verifier
+from operator_console.actions.shell import shell_action
 from operator_console.actions.store import ActionRepository, Controls, Mode
 from operator_console.agent.runner import AgentLoop
 from operator_console.agent.select import choose_brain
@@ -188,6 +189,15 @@ class Runtime:
                 self.bus.publish(
                     "mode_changed", mode=self.requested_mode.value, previous=previous.value
                 )
+        catalog = kit.actions
+        if self.settings.shell_enabled:
+            catalog = catalog.with_action(
+                shell_action(
+                    self.run_dir,
+                    timeout_s=self.settings.shell_timeout_s,
+                    output_cap=self.settings.shell_output_cap,
+                )
+            )
         choice = choose_brain(self.settings, kit, self.brain_choice)
         self.brain_why = choice.why
         self.agent = AgentLoop(
@@ -200,12 +210,13 @@ class Runtime:
             bus=self.bus,
             run_id=self.run_id,
             audit=self.audit,
+            catalog=catalog,
         )
         self.executor = Executor(
             self.actions,
             self.controls,
             self.tickets,
-            kit.actions,
+            catalog,
             self.bus,
             Verifier(self.bus, clean_ticks=self.settings.resolve_after),
             run_id=self.run_id,

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     agent_max_output_tokens: int = Field(default=1024, ge=64)
     agent_max_wall_s: float = Field(default=120.0, gt=0)
 
+    # The agent's shell tool: off unless enabled. Each call is a high-risk action.
+    shell_enabled: bool = False
+    shell_timeout_s: float = Field(default=20.0, gt=0, le=600)
+    shell_output_cap: int = Field(default=8000, ge=256, le=1_000_000)
+
     @property
     def db_url(self) -> str:
         if self.db:

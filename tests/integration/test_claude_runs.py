@@ -93,6 +93,8 @@ async def test_hostile_key_gets_no_destructive_action_past_the_gate(
     assert "action_executing" not in names
     invalid = [e for e in events if e.name == "action_invalid"]
     assert invalid and invalid[0].fields["action"] == "shell"
+    # The shell tool is off by default: the model is not even offered it.
+    assert "shell" not in {tool["name"] for tool in server.requests[0].body["tools"]}
 
     # The hostile text reached the model only inside a data fence.
     first_user = server.requests[0].body["messages"][0]["content"]
@@ -123,3 +125,73 @@ async def test_hostile_key_gets_no_destructive_action_past_the_gate(
     assert "tool_call" in shown.output and "observe" in shown.output
     assert "restart_store" in shown.output and "[proposed]" in shown.output
     assert planted_secret not in shown.output
+
+
+@pytest.mark.integration
+async def test_the_shell_tool_is_an_action_that_runs_only_after_a_person_approves(
+    tmp_path: Path, planted_secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the shell setting on, a model's shell call becomes a high-risk run_shell action:
+    auto mode does not run it; once a person approves, it runs in the run's folder with a
+    clean environment (the API key in the console's environment does not reach it)."""
+    import threading
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", planted_secret)
+    command = "pwd; env; echo marker-$((6*7))"
+    diagnosis = {
+        "summary": "node-2 is down.",
+        "root_cause": "its process is gone",
+        "evidence": [{"claim": "the node does not answer", "tool_use_id": "toolu_1"}],
+        "alternatives": [],
+        "confidence": 0.8,
+        "recommended": [],
+        "risk": "low",
+    }
+    async with MessagesServer() as server:
+        for _ in range(4):
+            server.script(
+                message(tool_use("toolu_1", "shell", {"command": command, "why": "look"})),
+                message(tool_use("toolu_2", "submit_diagnosis", diagnosis)),
+            )
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            anthropic_api_key=planted_secret,
+            anthropic_base_url=server.url,
+            shell_enabled=True,
+            shell_timeout_s=5,
+        )
+        engine: Engine = create_db_engine(f"sqlite:///{tmp_path / 'console.db'}")
+        init_db(engine)
+        scenario = find_scenario("ratelimiter-node-kill")
+        scenario = scenario.model_copy(
+            update={"expect": Expect(invariants=["node_down"], recovers=False)}
+        )
+        runtime = Runtime(scenario, settings, engine, brain="claude", mode=Mode.AUTO)
+        events: list[Event] = []
+        actions = ActionRepository(engine)
+
+        def listen(event: Event) -> None:
+            events.append(event)
+            if event.name == "approval_needed" and event.fields["action"] == "run_shell":
+                action_id = int(event.fields["action_id"])
+                threading.Timer(0.5, actions.approve, (action_id,), {"by": "person:test"}).start()
+
+        runtime.bus.add_listener(listen)
+        await ScenarioRunner(runtime, pace=0.5).run()
+
+    tools = {tool["name"] for tool in server.requests[0].body["tools"]}
+    assert "shell" in tools
+    names = [e.name for e in events]
+    needed = next(e for e in events if e.name == "approval_needed")
+    assert needed.fields["action"] == "run_shell" and needed.fields["risk"] == "high"
+    executing = next(i for i, e in enumerate(events) if e.name == "action_executing")
+    approved = next(i for i, e in enumerate(events) if e.name == "action_approved")
+    assert approved < executing, "auto mode must not run a shell command by itself"
+    (row,) = [r for r in actions.find(limit=100) if r.name == "run_shell"]
+    assert row.params == {"command": command}
+    assert row.state == "succeeded", (row.state, row.error)  # a diagnostic: nothing to verify
+    assert row.result is not None
+    assert row.result.startswith("exit 0 in ")
+    assert str(runtime.run_dir) in row.result and "marker-42" in row.result
+    assert planted_secret not in row.result and "ANTHROPIC" not in row.result
+    assert "action_verified" not in names and "action_not_verified" not in names

@@ -26,6 +26,8 @@ class ActionSpec:
     restores: tuple[str, ...]  # invariants this action is meant to bring back
     timeout_s: float
     run: Callable[[Any], Awaitable[str]]  # takes validated params, returns what happened
+    retry: bool = True  # a failed run is tried again (with backoff); not for commands
+    verify: bool = True  # re-observe until the ticket's invariant clears; not for diagnostics
 
     def validate(self, params: Mapping[str, Any]) -> BaseModel:
         try:
@@ -49,6 +51,10 @@ class ActionSpec:
 class ActionCatalog:
     def __init__(self, specs: list[ActionSpec]) -> None:
         self._specs = {spec.name: spec for spec in specs}
+
+    def with_action(self, spec: ActionSpec) -> ActionCatalog:
+        """This catalog plus one more action."""
+        return ActionCatalog([*self._specs.values(), spec])
 
     def names(self) -> list[str]:
         return list(self._specs)

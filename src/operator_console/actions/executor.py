@@ -199,7 +199,7 @@ class Executor:
         attempts = 0
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.attempts),
+                stop=stop_after_attempt(self.attempts if spec.retry else 1),
                 wait=wait_random_exponential(multiplier=0.5, max=4.0),
                 reraise=True,
             ):
@@ -241,6 +241,8 @@ class Executor:
             attempts=attempts,
         )
         self._announce(done, "action_succeeded", result=result, attempts=attempts)
+        if not spec.verify:
+            return  # a diagnostic reports; it fixes nothing, so there is nothing to verify
         await self._verify(done)
 
     async def _verify(self, row: ActionRow) -> None:

@@ -4,13 +4,16 @@ proposals and lets the policy decide what happens to them. It never executes any
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from operator_console.actions.catalog import ActionInputError
+from operator_console.actions.catalog import ActionCatalog, ActionInputError
 from operator_console.actions.policy import Decision, decide
+from operator_console.actions.shell import SHELL_ACTION
 from operator_console.actions.store import ActionRepository, ApprovalError, Controls
-from operator_console.agent.base import Brain, Step, TicketContext
+from operator_console.agent.base import Brain, Step, TicketContext, ToolOutput, ToolSpec
 from operator_console.audit import AuditLog
 from operator_console.db.models import TicketRow, TranscriptRow
 from operator_console.db.tickets import TicketRepository, TranscriptRepository
@@ -21,6 +24,21 @@ from operator_console.subjects import AgentKit
 log = logging.getLogger(__name__)
 
 STEP_TEXT_ON_BUS = 2000
+
+SHELL_TOOL = ToolSpec(
+    "shell",
+    "Ask to run a shell command in the run's folder (clean environment, timeout, output "
+    "capped). Each call is a high-risk action that waits for a person's approval; its "
+    "output is not returned to you.",
+    {
+        "type": "object",
+        "properties": {
+            "command": {"type": "string", "description": "a /bin/sh command line"},
+            "why": {"type": "string", "description": "what the command would show"},
+        },
+        "required": ["command"],
+    },
+)
 
 
 class AgentLoop:
@@ -36,10 +54,12 @@ class AgentLoop:
         bus: EventBus,
         run_id: str,
         audit: AuditLog,
+        catalog: ActionCatalog | None = None,
     ) -> None:
         self.audit = audit
         self.brain = brain
         self.kit = kit
+        self.catalog = catalog or kit.actions
         self.tickets = tickets
         self.transcript = transcript
         self.actions = actions
@@ -131,7 +151,10 @@ class AgentLoop:
             runbook=self.kit.runbook,
             subject_context=self.kit.context,
         )
-        result = await self.brain.investigate(context, self.kit.toolbox(), on_step)
+        toolbox = self.kit.toolbox()
+        if SHELL_ACTION in self.catalog.names():
+            toolbox.add(SHELL_TOOL, functools.partial(self._shell, ticket))
+        result = await self.brain.investigate(context, toolbox, on_step)
         usage = {
             "input_tokens": result.usage.input_tokens,
             "output_tokens": result.usage.output_tokens,
@@ -172,12 +195,31 @@ class AgentLoop:
             # Nothing to do: the monitor keeps watching and may auto-resolve it.
             await asyncio.to_thread(self.tickets.release, ticket_id)
 
+    async def _shell(self, ticket: TicketRow, tool_input: Mapping[str, Any]) -> ToolOutput:
+        """The shell tool: each call becomes a run_shell action the policy gates."""
+        command = str(tool_input.get("command") or "").strip()
+        why = str(tool_input.get("why") or "").strip() or "the agent asked to run a command"
+        if not command:
+            return ToolOutput("shell needs a non-empty command", is_error=True)
+        proposed = await self._propose(ticket, SHELL_ACTION, {"command": command}, why)
+        if not proposed:
+            return ToolOutput(
+                "not run: the command is on record as a proposal, but the mode lets nothing "
+                "run or it was not acceptable",
+                is_error=True,
+            )
+        return ToolOutput(
+            "proposed as a run_shell action. It is high risk: it runs only after a person "
+            "approves it, and its output goes to that action's result, not to this "
+            "investigation. Do not wait for it; finish with the evidence you have."
+        )
+
     async def _propose(
         self, ticket: TicketRow, name: str, params: dict[str, Any], reason: str
     ) -> bool:
         assert ticket.id is not None
         try:
-            spec = self.kit.actions.get(name)
+            spec = self.catalog.get(name)
             valid = spec.validate(params).model_dump(mode="json")
         except ActionInputError as exc:
             self.bus.publish("action_invalid", ticket_id=ticket.id, action=name, error=str(exc))

@@ -1,0 +1,104 @@
+"""`run_shell`: a command the agent asks to run, off unless a setting enables it.
+
+Every call is an action like any other: high risk, so the policy never runs it without a
+person's approval, in any mode. It runs with a timeout, in the run's folder, with a clean
+environment (no API keys or tokens: only PATH, HOME and LANG) and its output capped. It is
+a diagnostic: it restores no invariant, so it is neither retried nor verified, and its exit
+status is part of its result rather than a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from operator_console.actions.catalog import ActionSpec
+from operator_console.audit.redact import redact_text
+
+SHELL_ACTION = "run_shell"
+CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+class ShellParams(BaseModel):
+    command: str = Field(min_length=1, max_length=2000, description="a /bin/sh command line")
+
+
+def clean_environment(home: Path) -> dict[str, str]:
+    """What a command sees: nothing of the console's own environment (keys live there)."""
+    return {"PATH": CLEAN_PATH, "HOME": str(home), "LANG": "C.UTF-8"}
+
+
+async def run_command(command: str, *, cwd: Path, timeout_s: float, output_cap: int) -> str:
+    """Run `command` under /bin/sh; its exit status, time and capped output as text."""
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        command,
+        cwd=cwd,
+        env=clean_environment(cwd),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so a timeout kills all of it
+    )
+    assert process.stdout is not None
+    kept = bytearray()
+    total = 0
+
+    async def read_all() -> None:
+        nonlocal total
+        assert process.stdout is not None
+        while chunk := await process.stdout.read(65536):
+            total += len(chunk)
+            if len(kept) < output_cap:
+                kept.extend(chunk[: output_cap - len(kept)])
+        await process.wait()
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            await read_all()
+        status = f"exit {process.returncode}"
+    except TimeoutError:
+        with_group_killed(process.pid)
+        await process.wait()
+        status = f"timed out after {timeout_s:g} s and was killed"
+    elapsed = time.monotonic() - started
+    text = kept.decode("utf-8", errors="replace")
+    size = f"{total} bytes" + (f", first {output_cap} shown" if total > output_cap else "")
+    return redact_text(f"{status} in {elapsed:.1f} s; output {size}:\n{text}")
+
+
+def with_group_killed(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def shell_action(run_dir: Path, *, timeout_s: float, output_cap: int) -> ActionSpec:
+    """The run_shell action for one run: commands run in `run_dir`."""
+
+    async def run(params: ShellParams) -> str:
+        await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
+        return await run_command(
+            params.command, cwd=run_dir, timeout_s=timeout_s, output_cap=output_cap
+        )
+
+    return ActionSpec(
+        SHELL_ACTION,
+        "Run a shell command in the run's folder (clean environment, "
+        f"{timeout_s:g} s timeout, output capped at {output_cap} bytes). Always needs a person.",
+        ShellParams,
+        "high",
+        (),
+        timeout_s + 5.0,
+        run,
+        retry=False,
+        verify=False,
+    )
