@@ -65,7 +65,7 @@ async def run_command(command: str, *, cwd: Path, timeout_s: float, output_cap: 
             await read_all()
         status = f"exit {process.returncode}"
     except TimeoutError:
-        with_group_killed(process.pid)
+        _kill_group(process.pid)
         await process.wait()
         status = f"timed out after {timeout_s:g} s and was killed"
     elapsed = time.monotonic() - started
@@ -74,7 +74,7 @@ async def run_command(command: str, *, cwd: Path, timeout_s: float, output_cap: 
     return redact_text(f"{status} in {elapsed:.1f} s; output {size}:\n{text}")
 
 
-def with_group_killed(pid: int) -> None:
+def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
