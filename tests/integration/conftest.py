@@ -26,6 +26,17 @@ class Timeline:
                 return event
         raise AssertionError(f"no {name} {fields} in timeline; stderr:\n{self.stderr}")
 
+    def story(self) -> str:
+        """The run in one line per event (no per-second samples): for failure messages."""
+        keys = ("invariant", "target", "action", "params", "state", "by", "reason", "error")
+        lines = []
+        for e in self.events:
+            if e["event"] in ("workload_sample", "agent_step"):
+                continue
+            fields = " ".join(f"{k}={e[k]}" for k in keys if e.get(k) not in (None, ""))
+            lines.append(f"{e['t']:7.2f} {e['event']} {fields}"[:240])
+        return "\n".join(lines)
+
     def pids(self) -> list[int]:
         endpoints = self.first("cluster_ready")["endpoints"]
         pids = [endpoints["store"]["pid"]]

@@ -61,7 +61,7 @@ def test_agent_in_auto_mode_fixes_each_fault(run_console, scenario: str) -> None
         "--mode",
         "auto",
     )
-    assert timeline.returncode == 0, timeline.stderr
+    assert timeline.returncode == 0, timeline.story()
     assert_timeline_contract(timeline)
     assert timeline.first("agent_ready")["brain"] == "rules"
     injected = timeline.first("fault_injected")
