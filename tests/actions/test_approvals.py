@@ -218,3 +218,37 @@ def test_interrupted_execution_is_never_rerun(db: tuple[str, Engine]) -> None:
     with pytest.raises(ApprovalError):
         repo.claim(action_id, Controls(engine))
     assert counter.calls == []
+
+
+def test_an_approved_action_is_never_seen_without_its_approval(db: tuple[str, Engine]) -> None:
+    """The executor polls from another thread; it must never find an action approved whose
+    approval row is not there yet (it would refuse it as 'approval already used')."""
+    import threading
+
+    from sqlmodel import Session, select
+
+    from operator_console.db.models import ActionRow, ApprovalRow
+
+    _, engine = db
+    ids = [propose(engine, Counter(), node=f"node-{i}") for i in range(40)]
+    done = threading.Event()
+    torn: list[int] = []
+
+    def watch() -> None:
+        while not done.is_set():
+            with Session(engine) as session:
+                approved = session.exec(
+                    select(ActionRow.id).where(ActionRow.state == ActionState.APPROVED.value)
+                ).all()
+                with_approval = set(session.exec(select(ApprovalRow.action_id)).all())
+            torn.extend(i for i in approved if i not in with_approval)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for action_id in ids:
+            ActionRepository(engine).approve(action_id, by="person:test")
+    finally:
+        done.set()
+        watcher.join()
+    assert torn == []

@@ -224,16 +224,6 @@ class ActionRepository:
             raise ApprovalError(f"action {action_id} is {row.state}, not proposed")
         self._expire_if_due(row)
         now = utcnow()
-        if not self._transition(
-            action_id,
-            ActionState.PROPOSED,
-            ActionState.APPROVED,
-            decided_at=now,
-            decided_by=by,
-            decision_reason=reason,
-        ):
-            current = self._require(action_id)
-            raise ApprovalError(f"action {action_id} is {current.state}, not proposed")
         approval = ApprovalRow(
             action_id=action_id,
             params_hash=row.params_hash,
@@ -241,7 +231,25 @@ class ActionRepository:
             reason=reason,
             expires_at=now + timedelta(seconds=ttl_s),
         )
+        # One transaction: an executor never sees the action approved without its approval.
         with Session(self._engine, expire_on_commit=False) as session:
+            moved = session.execute(
+                update(ActionRow)
+                .where(
+                    col(ActionRow.id) == action_id,
+                    col(ActionRow.state) == ActionState.PROPOSED.value,
+                )
+                .values(
+                    state=ActionState.APPROVED.value,
+                    decided_at=now,
+                    decided_by=by,
+                    decision_reason=reason,
+                )
+            )
+            if getattr(moved, "rowcount", 0) != 1:
+                session.rollback()
+                current = self._require(action_id)
+                raise ApprovalError(f"action {action_id} is {current.state}, not proposed")
             session.add(approval)
             session.commit()
             session.refresh(approval)
