@@ -36,6 +36,20 @@ def _wait_for(session: str, text: str, timeout: float = 60.0) -> str:
     raise AssertionError(f"{text!r} never appeared; screen:\n{screen}")
 
 
+def _assert_shell_back_and_no_child(
+    session: str, shell_pid: int, children: list[psutil.Process], *, gone: str
+) -> None:
+    """The console has exited: the shell answers, its screen is gone, no child survives."""
+    deadline = time.monotonic() + 30
+    while psutil.Process(shell_pid).children() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _tmux("send-keys", "-t", session, "echo shell-back-$((40+2))", "Enter")
+    screen = _wait_for(session, "shell-back-42", timeout=15)
+    assert gone not in screen  # the alternate screen is gone
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
 def test_pick_then_quit_restores_the_shell_and_leaves_no_child(tmp_path: Path) -> None:
     session = f"oc-{uuid.uuid4().hex[:8]}"
     console = Path(sys.executable).with_name("operator-console")
@@ -57,14 +71,7 @@ def test_pick_then_quit_restores_the_shell_and_leaves_no_child(tmp_path: Path) -
         children = psutil.Process(shell_pid).children(recursive=True)
         assert len(children) >= 5, children  # the console, the store and three nodes
         _tmux("send-keys", "-t", session, "q")
-        deadline = time.monotonic() + 30
-        while psutil.Process(shell_pid).children() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        _tmux("send-keys", "-t", session, "echo shell-back-$((40+2))", "Enter")
-        screen = _wait_for(session, "shell-back-42", timeout=15)
-        assert "Pick a scenario" not in screen  # the alternate screen is gone
-        _, alive = psutil.wait_procs(children, timeout=10)
-        assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+        _assert_shell_back_and_no_child(session, shell_pid, children, gone="Pick a scenario")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
 
@@ -88,14 +95,7 @@ def test_ctrl_c_mid_run_restores_the_shell_and_leaves_no_child(tmp_path: Path) -
     try:
         shell_pid, children = _start_a_run(session, tmp_path)
         _tmux("send-keys", "-t", session, "C-c")
-        deadline = time.monotonic() + 30
-        while psutil.Process(shell_pid).children() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        _tmux("send-keys", "-t", session, "echo shell-back-$((40+2))", "Enter")
-        screen = _wait_for(session, "shell-back-42", timeout=15)
-        assert "Cluster" not in screen  # the alternate screen is gone
-        _, alive = psutil.wait_procs(children, timeout=10)
-        assert [p for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+        _assert_shell_back_and_no_child(session, shell_pid, children, gone="Cluster")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
 
