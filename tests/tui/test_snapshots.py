@@ -31,6 +31,7 @@ from operator_console.scenarios.catalog import find_scenario
 from operator_console.settings import Settings
 from operator_console.tui.app import OperatorApp
 from operator_console.tui.screens.dashboard import DashboardScreen
+from operator_console.tui.screens.ticket_detail import TicketDetailScreen
 from operator_console.tui.widgets.approval import ApprovalModal
 
 SIZE = (160, 45)
@@ -148,8 +149,6 @@ def test_approval_modal(snap_compare: Snap, tmp_path: Path) -> None:
 
 
 def test_ticket_detail(snap_compare: Snap, tmp_path: Path) -> None:
-    from operator_console.tui.screens.ticket_detail import TicketDetailScreen
-
     (ticket,) = _recording()["tables"]["tickets"]
 
     async def run_before(pilot: Pilot[None]) -> None:

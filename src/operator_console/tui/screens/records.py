@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from operator_console.audit import AuditLog
 from operator_console.db import TicketRepository
+from operator_console.tui.rows import sync_rows
 from operator_console.tui.screens.ticket_detail import TicketDetailScreen
 
 ROW_LIMIT = 200
@@ -57,14 +58,8 @@ class RecordsScreen(Screen[None]):
     @work(exclusive=True, group="records", exit_on_error=False)
     async def _load(self) -> None:
         rows = await asyncio.to_thread(self.fetch)
-        table: DataTable[Any] = self.query_one(DataTable)
-        for key, values in rows:
-            cells = [Text(value) for value in values]  # data, never markup
-            if key in table.rows:
-                for column, cell in zip(self.COLUMNS, cells, strict=True):
-                    table.update_cell(key, column, cell, update_width=True)
-            else:
-                table.add_row(*cells, key=key)
+        cells = [(key, tuple(Text(value) for value in values)) for key, values in rows]
+        sync_rows(self.query_one(DataTable), self.COLUMNS, cells)
 
     def fetch(self) -> list[tuple[str, tuple[str, ...]]]:
         raise NotImplementedError

@@ -25,6 +25,7 @@ from textual.worker import Worker, WorkerState
 from operator_console.db import TicketRow
 from operator_console.db.models import ActionRow, TranscriptRow
 from operator_console.dossier import TicketDossier
+from operator_console.tui.rows import sync_rows
 
 # Stored times as they are, never "x seconds ago": the same data always renders the same screen.
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
@@ -251,7 +252,7 @@ class TicketDetailScreen(Screen[None]):
     def _show_actions(self, actions: tuple[ActionRow, ...]) -> None:
         self.query_one("#detail-actions-title", Static).update(f"Actions ({len(actions)})")
         table: DataTable[Any] = self.query_one("#detail-actions", DataTable)
-        _diff_rows(table, ACTION_COLUMNS, [(str(a.id), action_cells(a)) for a in actions])
+        sync_rows(table, ACTION_COLUMNS, [(str(a.id), action_cells(a)) for a in actions])
 
     def _show_audit(self, dossier: TicketDossier) -> None:
         self.query_one("#detail-audit-title", Static).update(
@@ -274,20 +275,4 @@ class TicketDetailScreen(Screen[None]):
             )
             for row in dossier.audit
         ]
-        _diff_rows(self.query_one("#detail-audit", DataTable), AUDIT_COLUMNS, rows)
-
-
-def _diff_rows(
-    table: DataTable[Any], columns: tuple[str, ...], rows: list[tuple[str, tuple[Text, ...]]]
-) -> None:
-    """Keyed rows: update the ones shown, add the new ones, drop the ones gone from the database."""
-    keys = {key for key, _ in rows}
-    for row_key in list(table.rows):
-        if row_key.value not in keys:
-            table.remove_row(row_key)
-    for key, values in rows:
-        if key in table.rows:
-            for column, value in zip(columns, values, strict=True):
-                table.update_cell(key, column, value, update_width=True)
-        else:
-            table.add_row(*values, key=key)
+        sync_rows(self.query_one("#detail-audit", DataTable), AUDIT_COLUMNS, rows)
