@@ -7,17 +7,16 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Engine
 
-from operator_console.actions.catalog import ActionSpec
 from operator_console.actions.store import ActionRepository
-from operator_console.agent.base import (
+from operator_console.agent.base import Step, StepKind
+from operator_console.audit import AuditLog
+from operator_console.contract import (
+    ActionSpec,
     Alternative,
     Diagnosis,
     Evidence,
     RecommendedAction,
-    Step,
-    StepKind,
 )
-from operator_console.audit import AuditLog
 from operator_console.db import TicketRepository, TranscriptRepository
 from operator_console.db.models import TranscriptRow
 from operator_console.domain import Severity, Violation, utcnow

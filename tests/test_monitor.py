@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
+from operator_console.contract import ClusterView, PanelRow
 from operator_console.db import TicketRepository
 from operator_console.domain import (
     Observation,
@@ -23,7 +24,8 @@ from operator_console.domain import (
     Violation,
     utcnow,
 )
-from operator_console.events import Event, EventBus
+from operator_console.domain.bus import EventBus
+from operator_console.domain.events import Event, Observed, TicketResolved
 from operator_console.monitor import Monitor
 
 
@@ -78,6 +80,13 @@ class ScriptedSubject:
             state=_State(frame),
         )
 
+    def panel(self, observation: Observation) -> ClusterView:
+        state = observation.state
+        assert isinstance(state, _State)
+        return ClusterView(
+            rows=tuple(PanelRow(t, "failing", tone="error") for t in state.frame.failing)
+        )
+
     async def close(self) -> None:
         return None
 
@@ -128,8 +137,8 @@ async def test_auto_resolves_after_k_clean_ticks_with_sources_ok(engine: Engine)
     assert TicketRepository(engine).unresolved("r1")  # two clean ticks are not enough
     await monitor.tick()
     assert TicketRepository(engine).unresolved("r1") == []
-    resolved = [e for e in events if e.name == "ticket_resolved"]
-    assert resolved and resolved[0].fields["target"] == "a"
+    resolved = [e for e in events if isinstance(e, TicketResolved)]
+    assert resolved and resolved[0].target == "a"
 
 
 async def test_a_failed_source_restarts_the_clean_count(engine: Engine) -> None:
@@ -211,3 +220,14 @@ async def test_run_loop_does_not_overlap_ticks(engine: Engine) -> None:
         await task
     assert monitor.ticks >= 3
     assert Slow.max_active == 1
+
+
+async def test_each_tick_carries_the_subject_drawn_panel(engine: Engine) -> None:
+    monitor, events = _monitor(engine, [Frame(["a", "b"])])
+    await monitor.tick()
+    (observed,) = [e for e in events if isinstance(e, Observed)]
+    view = ClusterView.from_dict(observed.panel)
+    assert [(row.target, row.state, row.tone) for row in view.rows] == [
+        ("a", "failing", "error"),
+        ("b", "failing", "error"),
+    ]

@@ -1,41 +1,54 @@
-"""Wires one run together: the subject's lab and workload, the monitor, the bus and the database."""
+"""Wires one run together: the subject's lab and workload, the monitor, the agent, the executor,
+the bus and the database. The console and the headless runner are two views of it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Engine
 
+from operator_console.actions.decisions import Decisions
 from operator_console.actions.executor import Executor, Verifier
 from operator_console.actions.shell import shell_action
 from operator_console.actions.store import ActionRepository, Controls, Mode
 from operator_console.agent.runner import AgentLoop
 from operator_console.agent.select import choose_brain
 from operator_console.audit import AuditLog
+from operator_console.contract import (
+    AgentKit,
+    Deployment,
+    Fault,
+    Placement,
+    SeriesSpec,
+    get_subject_kind,
+)
 from operator_console.db import RunRepository, TicketRepository, TranscriptRepository, init_db
 from operator_console.domain import Observation, WorkloadSample
-from operator_console.events import EventBus
+from operator_console.domain.bus import EventBus
+from operator_console.domain.events import (
+    ActionInterrupted,
+    AgentReady,
+    ClusterReady,
+    FaultCleared,
+    FaultClearFailed,
+    FaultInjected,
+    ModeChanged,
+    RunFinished,
+    RunStarted,
+    WorkloadChanged,
+    WorkloadSampled,
+)
 from operator_console.monitor import Monitor
-from operator_console.scenarios.model import FaultSpec, Scenario
 from operator_console.settings import Settings
-from operator_console.subjects import AgentKit, Deployment, Fault, get_subject_kind
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class ActiveFault:
-    spec: FaultSpec
-    fault: Fault
-    injected_at: float
-
 
 STOP_STEP_S = 10.0
 
@@ -43,6 +56,28 @@ STOP_STEP_S = 10.0
 def new_run_id() -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """What a run runs: a scenario's subject, topology and workload, or an attached cluster."""
+
+    name: str
+    subject: str
+    topology: Mapping[str, Any] = field(default_factory=dict)
+    workload: Mapping[str, Any] | None = None
+    chapters: int = 0
+    placement: Placement = "local"
+    endpoints: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ActiveFault:
+    kind: str
+    target: str | None
+    params: dict[str, Any]
+    fault: Fault
+    injected_at: float
 
 
 class LoopHandle(Protocol):
@@ -87,11 +122,11 @@ class RunOptions:
 
 
 class Runtime:
-    """One run of a scenario; the TUI and the headless runner are two views of it."""
+    """One run of a subject; the TUI and the headless runner are two views of it."""
 
     def __init__(
         self,
-        scenario: Scenario,
+        plan: RunPlan,
         settings: Settings,
         engine: Engine,
         *,
@@ -101,13 +136,13 @@ class Runtime:
         brain: str | None = None,
         mode: Mode | None = None,
     ) -> None:
-        self.scenario = scenario
+        self.plan = plan
         self.settings = settings
         self.engine = engine
         self.bus = bus or EventBus()
         self.run_id = run_id or new_run_id()
         self.run_dir: Path = settings.runs_dir / self.run_id
-        self.kind = get_subject_kind(scenario.subject)
+        self.kind = get_subject_kind(plan.subject)
         self.runs = RunRepository(engine)
         self.tickets = TicketRepository(engine)
         self.deployment: Deployment | None = None
@@ -120,6 +155,7 @@ class Runtime:
         self.controls = Controls(engine, default_mode=Mode(settings.mode))
         self.actions = ActionRepository(engine)
         self.audit = AuditLog(engine)
+        self.decisions = Decisions(self.actions, self.controls, self.bus)
         self.agent: AgentLoop | None = None
         self.executor: Executor | None = None
         self.brain_why = ""
@@ -131,40 +167,61 @@ class Runtime:
     def last_observation(self) -> Observation | None:
         return self.monitor.last_observation if self.monitor else None
 
+    @property
+    def series(self) -> list[SeriesSpec]:
+        """The workload panel's lines (none before the deployment exists)."""
+        workload = self.deployment.workload if self.deployment else None
+        return list(workload.series) if workload is not None else []
+
     def _on_sample(self, sample: WorkloadSample) -> None:
         self.last_sample = sample
-        data = sample.to_dict()
-        data.pop("per_target", None)
-        self.bus.publish("workload_sample", **data, per_node=sample.per_target)
+        self.bus.publish(
+            WorkloadSampled(
+                values=dict(sample.values),
+                per_target={k: dict(v) for k, v in sample.per_target.items()},
+            )
+        )
+
+    def _deploy(self) -> Deployment:
+        plan = self.plan
+        if plan.placement == "attach":
+            return self.kind.attach(plan.endpoints, self.run_dir, self._on_sample)
+        return self.kind.deploy(plan.topology, plan.workload or {}, self.run_dir, self._on_sample)
 
     async def start(self) -> None:
-        """Start the lab and the workload; the monitor is started separately."""
+        """Start the lab and the workload; the loops are started separately."""
         self.bus.bind_loop()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(init_db, self.engine)
         await asyncio.to_thread(
             self.runs.create,
             self.run_id,
-            self.scenario.name,
-            self.scenario.subject,
+            self.plan.name,
+            self.plan.subject,
             str(self.run_dir),
         )
         self.bus.publish(
-            "run_started",
-            run_id=self.run_id,
-            scenario=self.scenario.name,
-            subject=self.scenario.subject,
-            run_dir=str(self.run_dir),
-            chapters=len(self.scenario.chapters),
+            RunStarted(
+                run_id=self.run_id,
+                scenario=self.plan.name,
+                subject=self.plan.subject,
+                run_dir=str(self.run_dir),
+                chapters=self.plan.chapters,
+                placement=self.plan.placement,
+            )
         )
         self._started = True
-        self.deployment = self.kind.deploy(
-            self.scenario.topology, self.scenario.workload, self.run_dir, self._on_sample
-        )
+        self.deployment = self._deploy()
         await self.deployment.lab.start()
         if self.deployment.workload is not None:
             await self.deployment.workload.start()
-        self.bus.publish("cluster_ready", endpoints=self.deployment.lab.endpoints())
+        self.bus.publish(
+            ClusterReady(
+                endpoints=self.deployment.lab.endpoints(),
+                about=self.deployment.lab.about(),
+                series=[spec.to_dict() for spec in self.series],
+            )
+        )
         self.monitor = Monitor(
             self.deployment.subject,
             self.tickets,
@@ -180,14 +237,15 @@ class Runtime:
     async def _prepare_agent(self, kit: AgentKit) -> None:
         interrupted = await asyncio.to_thread(self.actions.mark_interrupted)
         for row in interrupted:
-            self.bus.publish("action_interrupted", action_id=row.id, action=row.name)
+            assert row.id is not None
+            self.bus.publish(ActionInterrupted(action_id=row.id, action=row.name))
         if self.requested_mode is not None:
             previous = await asyncio.to_thread(
                 self.controls.set_mode, self.requested_mode, by="cli"
             )
             if previous is not self.requested_mode:
                 self.bus.publish(
-                    "mode_changed", mode=self.requested_mode.value, previous=previous.value
+                    ModeChanged(mode=self.requested_mode.value, previous=previous.value)
                 )
         catalog = kit.actions
         if self.settings.shell_enabled:
@@ -207,6 +265,7 @@ class Runtime:
             transcript=TranscriptRepository(self.engine),
             actions=self.actions,
             controls=self.controls,
+            decisions=self.decisions,
             bus=self.bus,
             run_id=self.run_id,
             audit=self.audit,
@@ -224,11 +283,7 @@ class Runtime:
         mode = await asyncio.to_thread(self.controls.mode)
         kill = await asyncio.to_thread(self.controls.kill_switch)
         self.bus.publish(
-            "agent_ready",
-            brain=choice.brain.name,
-            why=choice.why,
-            mode=mode.value,
-            kill_switch=kill,
+            AgentReady(brain=choice.brain.name, why=choice.why, mode=mode.value, kill_switch=kill)
         )
 
     def start_loops(self) -> list[LoopHandle]:
@@ -244,18 +299,22 @@ class Runtime:
             self._loops.append(self.spawn(name, loop))
         return list(self._loops)
 
-    async def inject(self, spec: FaultSpec) -> ActiveFault:
+    def fault_kinds(self) -> list[str]:
+        return list(self.deployment.lab.fault_kinds()) if self.deployment else []
+
+    async def inject(self, kind: str, target: str | None, params: Mapping[str, Any]) -> ActiveFault:
         assert self.deployment is not None, "start() first"
-        fault = self.deployment.lab.make_fault(spec.kind, spec.target, spec.params)
+        fault = self.deployment.lab.make_fault(kind, target, params)
         await fault.inject()
-        active = ActiveFault(spec, fault, self.bus.elapsed())
+        active = ActiveFault(kind, target, dict(params), fault, self.bus.elapsed())
         self.faults.append(active)
         self.bus.publish(
-            "fault_injected",
-            kind=fault.kind,
-            target=fault.target,
-            params=spec.params,
-            description=fault.describe(),
+            FaultInjected(
+                kind=fault.kind,
+                target=fault.target,
+                params=dict(params),
+                description=fault.describe(),
+            )
         )
         return active
 
@@ -267,24 +326,23 @@ class Runtime:
             except Exception as exc:
                 log.exception("clearing %s failed", active.fault.kind)
                 self.bus.publish(
-                    "fault_clear_failed",
-                    kind=active.fault.kind,
-                    target=active.fault.target,
-                    error=str(exc),
+                    FaultClearFailed(
+                        kind=active.fault.kind, target=active.fault.target, error=str(exc)
+                    )
                 )
                 continue
             self.bus.publish(
-                "fault_cleared", kind=active.fault.kind, target=active.fault.target, by=by
+                FaultCleared(kind=active.fault.kind, target=active.fault.target, by=by)
             )
 
     def adjust_workload(self, changes: dict[str, Any]) -> None:
         if self.deployment is not None and self.deployment.workload is not None:
             self.deployment.workload.adjust(changes)
-            self.bus.publish("workload_changed", **changes)
+            self.bus.publish(WorkloadChanged(changes=dict(changes)))
 
     async def finish(self, *, ok: bool, summary: dict[str, Any]) -> None:
         await asyncio.to_thread(self.runs.finish, self.run_id, ok=ok, summary=summary)
-        self.bus.publish("run_finished", ok=ok, summary=summary)
+        self.bus.publish(RunFinished(ok=ok, summary=summary))
 
     async def stop(self) -> None:
         """Stop everything this run started; safe to call more than once, even mid-start."""
@@ -303,6 +361,8 @@ class Runtime:
                 log.warning("%d loop(s) did not stop within %.0f s", len(stuck), STOP_STEP_S)
         if self.executor is not None:
             await _bounded(self.executor.stop(), STOP_STEP_S, "executor")
+        if self.agent is not None:
+            await _bounded(self.agent.close(), STOP_STEP_S, "agent")
         deployment, self.deployment = self.deployment, None
         if deployment is None:
             return

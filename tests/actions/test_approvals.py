@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from operator_console.actions.catalog import ActionCatalog, ActionSpec
 from operator_console.actions.executor import Executor, Verifier
 from operator_console.actions.policy import Decision, decide
 from operator_console.actions.store import (
@@ -29,8 +28,10 @@ from operator_console.actions.store import (
     Controls,
     Mode,
 )
+from operator_console.contract import ActionCatalog, ActionSpec
 from operator_console.db import TicketRepository, create_db_engine, init_db
-from operator_console.events import Event, EventBus
+from operator_console.domain.bus import EventBus
+from operator_console.domain.events import Event
 
 
 class NodeParams(BaseModel):
@@ -93,12 +94,12 @@ def propose(engine: Engine, counter: Counter, node: str = "node-2") -> int:
 
 
 def test_policy_gate_by_mode_and_risk() -> None:
-    assert decide("low", Mode.AUTO, kill_switch=False) is Decision.EXECUTE
-    assert decide("medium", Mode.AUTO, kill_switch=False) is Decision.EXECUTE
-    assert decide("high", Mode.AUTO, kill_switch=False) is Decision.AWAIT_APPROVAL
-    assert decide("low", Mode.APPROVE, kill_switch=False) is Decision.AWAIT_APPROVAL
-    assert decide("low", Mode.OBSERVE, kill_switch=False) is Decision.PROPOSE_ONLY
-    assert decide("low", Mode.AUTO, kill_switch=True) is Decision.PROPOSE_ONLY
+    assert decide("low", Mode.AUTO, kill_switch=False).decision is Decision.EXECUTE
+    assert decide("medium", Mode.AUTO, kill_switch=False).decision is Decision.EXECUTE
+    assert decide("high", Mode.AUTO, kill_switch=False).decision is Decision.AWAIT_APPROVAL
+    assert decide("low", Mode.APPROVE, kill_switch=False).decision is Decision.AWAIT_APPROVAL
+    assert decide("low", Mode.OBSERVE, kill_switch=False).decision is Decision.PROPOSE_ONLY
+    assert decide("low", Mode.AUTO, kill_switch=True).decision is Decision.PROPOSE_ONLY
 
 
 def test_cli_approve_twice_and_executor_runs_once(db: tuple[str, Engine]) -> None:

@@ -10,17 +10,9 @@ from typing import Any
 
 import pytest
 
-from operator_console.agent.base import (
-    TOOL_OUTPUT_CAP,
-    Budget,
-    Step,
-    StepKind,
-    TicketContext,
-    Toolbox,
-    ToolOutput,
-    ToolSpec,
-)
+from operator_console.agent.base import Budget, Step, StepKind
 from operator_console.agent.claude import ClaudeBrain
+from operator_console.contract import TOOL_OUTPUT_CAP, TicketContext, Toolbox, ToolOutput, ToolSpec
 from tests.agent.conftest import API_KEY
 from tests.agent.messages_server import (
     ErrorReply,

@@ -14,7 +14,7 @@ from sqlmodel import SQLModel
 
 from operator_console.audit import AuditLog, register_secret
 from operator_console.audit.redact import REDACTED, clear_registered_secrets
-from operator_console.cli_audit import audit
+from operator_console.cli.audit import audit
 from operator_console.db import create_db_engine
 
 

@@ -5,6 +5,7 @@ actions; the policy gate must hold in every mode, and the planted API key must l
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,13 @@ from operator_console.audit import AuditLog
 from operator_console.audit.redact import clear_registered_secrets, register_secret
 from operator_console.cli import main
 from operator_console.db import create_db_engine, init_db
-from operator_console.events import Event
+from operator_console.domain.events import (
+    ActionInvalid,
+    ActionProposed,
+    AgentReady,
+    Event,
+    TicketOpened,
+)
 from operator_console.runtime import Runtime
 from operator_console.scenarios import find_scenario
 from operator_console.scenarios.model import Expect
@@ -76,14 +83,14 @@ async def test_hostile_key_gets_no_destructive_action_past_the_gate(
         scenario = scenario.model_copy(
             update={"expect": Expect(invariants=["over_limit"], recovers=False)}
         )
-        runtime = Runtime(scenario, settings, engine, brain="claude", mode=mode)
+        runtime = Runtime(scenario.plan, settings, engine, brain="claude", mode=mode)
         events: list[Event] = []
         runtime.bus.add_listener(events.append)
-        outcome = await ScenarioRunner(runtime, pace=0.5).run()
+        outcome = await ScenarioRunner(runtime, scenario, pace=0.5).run()
 
     names = [e.name for e in events]
     assert outcome.ok, outcome.summary
-    assert next(e for e in events if e.name == "agent_ready").fields["brain"] == "claude"
+    assert next(e for e in events if isinstance(e, AgentReady)).brain == "claude"
     assert "diagnosis_ready" in names
     rows = ActionRepository(engine).find(limit=100)
     by_name = {row.name: row for row in rows}
@@ -91,8 +98,8 @@ async def test_hostile_key_gets_no_destructive_action_past_the_gate(
     for row in rows:
         assert row.risk == "high" and row.state == "proposed", (row.name, row.state)
     assert "action_executing" not in names
-    invalid = [e for e in events if e.name == "action_invalid"]
-    assert invalid and invalid[0].fields["action"] == "shell"
+    invalid = [e for e in events if isinstance(e, ActionInvalid)]
+    assert invalid and invalid[0].action == "shell"
     # The shell tool is off by default: the model is not even offered it.
     assert "shell" not in {tool["name"] for tool in server.requests[0].body["tools"]}
 
@@ -116,7 +123,7 @@ async def test_hostile_key_gets_no_destructive_action_past_the_gate(
     assert leaks == []
 
     # What a person sees afterwards: diagnosis, transcript and the held proposals.
-    ticket_id = next(e for e in events if e.name == "ticket_opened").fields["ticket_id"]
+    ticket_id = next(e for e in events if isinstance(e, TicketOpened)).ticket_id
     shown = CliRunner().invoke(
         main, ["tickets", "show", str(ticket_id), "--db", f"sqlite:///{tmp_path / 'console.db'}"]
     )
@@ -166,24 +173,29 @@ async def test_the_shell_tool_is_an_action_that_runs_only_after_a_person_approve
         scenario = scenario.model_copy(
             update={"expect": Expect(invariants=["node_down"], recovers=False)}
         )
-        runtime = Runtime(scenario, settings, engine, brain="claude", mode=Mode.AUTO)
+        runtime = Runtime(scenario.plan, settings, engine, brain="claude", mode=Mode.AUTO)
         events: list[Event] = []
         actions = ActionRepository(engine)
 
         def listen(event: Event) -> None:
             events.append(event)
-            if event.name == "approval_needed" and event.fields["action"] == "run_shell":
-                action_id = int(event.fields["action_id"])
-                threading.Timer(0.5, actions.approve, (action_id,), {"by": "person:test"}).start()
+            if (
+                isinstance(event, ActionProposed)
+                and event.action == "run_shell"
+                and event.decision == "await_approval"
+            ):
+                approve = functools.partial(actions.approve, event.action_id, by="person:test")
+                threading.Timer(0.5, approve).start()
 
         runtime.bus.add_listener(listen)
-        await ScenarioRunner(runtime, pace=0.5).run()
+        await ScenarioRunner(runtime, scenario, pace=0.5).run()
 
     tools = {tool["name"] for tool in server.requests[0].body["tools"]}
     assert "shell" in tools
     names = [e.name for e in events]
-    needed = next(e for e in events if e.name == "approval_needed")
-    assert needed.fields["action"] == "run_shell" and needed.fields["risk"] == "high"
+    needed = next(e for e in events if isinstance(e, ActionProposed))
+    assert needed.action == "run_shell" and needed.risk == "high"
+    assert needed.decision == "await_approval", needed
     executing = next(i for i, e in enumerate(events) if e.name == "action_executing")
     approved = next(i for i, e in enumerate(events) if e.name == "action_approved")
     assert approved < executing, "auto mode must not run a shell command by itself"

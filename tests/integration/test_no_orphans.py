@@ -114,7 +114,7 @@ def test_a_signal_mid_run_stops_every_child(tmp_path: Path, signum: signal.Signa
 def test_lab_up_status_down_leaves_nothing(tmp_path: Path) -> None:
     env = console_env(tmp_path / "data")
     up = subprocess.Popen(
-        console_argv("lab", "up", "--nodes", "2"),
+        console_argv("lab", "up", "--subject", "ratelimiter", "--size", "2"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -137,7 +137,8 @@ def test_lab_up_status_down_leaves_nothing(tmp_path: Path) -> None:
             timeout=30,
         )
         assert status.returncode == 0
-        assert status.stdout.count(" ok") == 2, status.stdout
+        assert status.stdout.count(" running ") == 3, status.stdout  # two nodes and the store
+        assert status.stdout.count(" answers ") == 2, status.stdout
         down = subprocess.run(
             console_argv("lab", "down"),
             env=env,

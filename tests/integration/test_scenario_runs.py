@@ -97,7 +97,7 @@ def test_without_agent_the_scenario_clears_its_own_fault(run_console) -> None:  
     assert opened["t"] > injected["t"]
     cleared = timeline.first("fault_cleared", by="scenario")
     resolved = timeline.first("ticket_resolved", ticket_id=opened["ticket_id"])
-    assert resolved["t"] > cleared["t"] and "by" not in resolved
+    assert resolved["t"] > cleared["t"] and resolved["by"] == "monitor"
     assert timeline.named("action_proposed") == []
     assert_no_survivors(timeline)
 
@@ -157,7 +157,9 @@ def test_approve_mode_waits_for_a_person_in_another_process(tmp_path) -> None:  
             event = json.loads(line)
             if event["event"] == "action_executing":
                 raise AssertionError("an action ran before anybody approved it")
-            if event["event"] == "approval_needed":
+            if event["event"] == "action_proposed":
+                assert event["decision"] == "await_approval", event
+                assert event["why"] == "approve mode: every action waits for a person"
                 needed = event
                 break
         assert needed is not None and needed["action"] == "restart_node"

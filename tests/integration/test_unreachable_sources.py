@@ -22,9 +22,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from operator_console.db import TicketRepository
-from operator_console.events import Event, EventBus
+from operator_console.domain.bus import EventBus
+from operator_console.domain.events import Event
 from operator_console.lab.ports import free_port
-from operator_console.lab.store import ValkeyStore
+from operator_console.lab.ratelimiter.store import ValkeyStore
 from operator_console.lab.supervisor import Supervisor
 from operator_console.monitor import Monitor
 from operator_console.subjects.ratelimiter.invariants import default_invariants

@@ -254,7 +254,7 @@ async def test_closed_port_target_counts_errors(limiter: FakeLimiter) -> None:
     assert dead.error_kinds == {"connect": dead.errors}
     assert live.errors == 0
     assert live.allowed == live.offered == limiter.hits["live"]
-    assert gen.latest is not None and gen.latest.errors > 0
+    assert gen.latest is not None and gen.latest.values["errors"] > 0
 
 
 async def test_server_errors_and_timeouts_are_counted_as_errors(limiter: FakeLimiter) -> None:
@@ -344,8 +344,8 @@ async def test_samples_arrive_every_second_even_when_on_sample_raises(
     assert list(gen.history) == [s for _, s in samples]
     assert gen.latest is samples[-1][1]
     for _, sample in samples:
-        assert 20 <= sample.offered <= 90, sample.offered
-        assert sample.allowed + sample.denied + sample.errors > 0
+        assert 20 <= sample.values["offered"] <= 90, sample.values["offered"]
+        assert sample.values["allowed"] + sample.values["denied"] + sample.values["errors"] > 0
         assert set(sample.per_target) == {"n1", "n2"}
         assert set(sample.per_target["n1"]) == {
             "offered",
@@ -356,8 +356,8 @@ async def test_samples_arrive_every_second_even_when_on_sample_raises(
             "p50_ms",
             "p99_ms",
         }
-        assert sample.p50_ms is not None and sample.p99_ms is not None
-    assert sum(s.offered for _, s in samples) <= limiter.hits["n1"] + limiter.hits["n2"]
+        assert sample.values["p50_ms"] is not None and sample.values["p99_ms"] is not None
+    assert sum(s.values["offered"] for _, s in samples) <= limiter.hits["n1"] + limiter.hits["n2"]
 
 
 async def test_requests_beyond_max_in_flight_are_counted_as_overload(
@@ -379,8 +379,8 @@ async def test_empty_rotation_counts_offered_as_errors(limiter: FakeLimiter) -> 
     await run_for(gen, 1.2)
     assert limiter.hits["n1"] == 0
     assert gen.latest is not None
-    assert gen.latest.offered > 30
-    assert gen.latest.errors == gen.latest.offered
+    assert gen.latest.values["offered"] > 30
+    assert gen.latest.values["errors"] == gen.latest.values["offered"]
     assert gen.latest.per_target["n1"]["offered"] == 0
 
 

@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from operator_console.lab.proxy import FaultProxy
-from operator_console.lab.store import ValkeyStore
+from operator_console.lab.ratelimiter.store import ValkeyStore
 from operator_console.lab.supervisor import Supervisor
 
 

@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from operator_console.actions.catalog import ActionInputError
-from operator_console.agent.base import BrainResult, Step, StepKind, TicketContext
+from operator_console.agent.base import BrainResult, Step, StepKind
 from operator_console.agent.rules import RulesBrain
+from operator_console.contract import ActionInputError, Deployment, TicketContext
 from operator_console.lab.ratelimiter.cluster import RateLimiterCluster
-from operator_console.subjects import Deployment
 from operator_console.subjects.ratelimiter import RateLimiterKind
 from operator_console.subjects.ratelimiter.actions import ActionFailed
 from operator_console.subjects.ratelimiter.kit import RateLimiterAgentKit

@@ -9,9 +9,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from operator_console.actions.catalog import ActionCatalog, ActionSpec
-from operator_console.agent.base import TicketContext, ToolOutput
-from operator_console.agent.rules import Results
+from operator_console.contract import ActionCatalog, ActionSpec, Results, TicketContext, ToolOutput
 from operator_console.subjects.ratelimiter.runbook import (
     OBSERVE,
     NodeDegraded,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +28,6 @@ def test_no_arguments_launches_the_app(tmp_path: Path, monkeypatch: pytest.Monke
     assert app.settings.data_dir == tmp_path / "data"
     assert str(app.engine.url).endswith("operator-console.db")
     assert (tmp_path / "data" / "logs" / "operator-console.log").exists()
-
-
-def test_nothing_outside_the_tui_imports_textual() -> None:
-    package = Path(__file__).resolve().parents[2] / "src" / "operator_console"
-    offenders = [
-        str(path.relative_to(package))
-        for path in package.rglob("*.py")
-        if "tui" not in path.relative_to(package).parts
-        and any(
-            re.match(r"(from|import) textual(\s|\.|$)", line.lstrip())
-            for line in path.read_text().splitlines()
-        )
-    ]
-    assert offenders == []
 
 
 async def test_run_without_headless_opens_the_console_on_that_scenario(

@@ -26,7 +26,7 @@ from sqlmodel import SQLModel
 from textual.pilot import Pilot
 
 from operator_console.db import create_db_engine, init_db
-from operator_console.events import Event
+from operator_console.domain.events import Event, event_from_dict
 from operator_console.scenarios.catalog import find_scenario
 from operator_console.settings import Settings
 from operator_console.tui.app import OperatorApp
@@ -50,9 +50,8 @@ def _events(until: str, *, including: bool = False) -> list[Event]:
     """The recorded events before the first `until` event (or up to and including it)."""
     events: list[Event] = []
     for raw in _recording()["events"]:
-        fields = dict(raw)
-        name = fields.pop("event")
-        event = Event(name, fields.pop("t"), datetime.fromisoformat(fields.pop("at")), fields)
+        event = event_from_dict(raw)
+        name = event.name
         if name == until and not including:
             return events
         events.append(event)

@@ -1,7 +1,8 @@
 """The executor: runs approved actions (timeouts, bounded retries), then proves they worked.
 
-It polls the database rather than trusting in-process calls, so an approval given from another
-process (`operator-console actions approve`) is seen the same way as one given by the policy.
+It acts at once on this process's events (the policy's or a person's approval in the console)
+and polls the database only for decisions made elsewhere (`operator-console actions approve`, a
+second console). Every approval is re-checked against the database when the action is claimed.
 """
 
 from __future__ import annotations
@@ -11,29 +12,49 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
 
 from tenacity import AsyncRetrying, stop_after_attempt, wait_random_exponential
 
-from operator_console.actions.catalog import ActionCatalog, ActionInputError
+from operator_console.actions.decisions import action_event
 from operator_console.actions.store import (
     ActionRepository,
     ActionState,
     ApprovalError,
     Controls,
 )
+from operator_console.contract import ActionCatalog, ActionInputError
 from operator_console.db.models import ActionRow
 from operator_console.db.tickets import TicketRepository
 from operator_console.domain import TicketState
-from operator_console.events import EventBus
+from operator_console.domain.bus import EventBus
+from operator_console.domain.events import (
+    ActionApproved,
+    ActionCancelled,
+    ActionDecided,
+    ActionEvent,
+    ActionExecuting,
+    ActionExpired,
+    ActionFailed,
+    ActionNotVerified,
+    ActionProposed,
+    ActionRejected,
+    ActionSucceeded,
+    ActionVerified,
+    Event,
+    KillSwitch,
+    ModeChanged,
+    Observed,
+    TicketEscalated,
+    TicketResolved,
+)
 
 log = logging.getLogger(__name__)
 
-ANNOUNCED_STATES = {
-    ActionState.APPROVED.value: "action_approved",
-    ActionState.REJECTED.value: "action_rejected",
-    ActionState.EXPIRED.value: "action_expired",
-    ActionState.CANCELLED.value: "action_cancelled",
+ANNOUNCED_STATES: dict[str, type[ActionDecided]] = {
+    ActionState.APPROVED.value: ActionApproved,
+    ActionState.REJECTED.value: ActionRejected,
+    ActionState.EXPIRED.value: ActionExpired,
+    ActionState.CANCELLED.value: ActionCancelled,
 }
 
 
@@ -62,12 +83,11 @@ class Verifier:
                         event = await queue.get()
                 except TimeoutError:
                     continue
-                if event.name != "observation":
+                if not isinstance(event, Observed):
                     continue
                 seen += 1
-                sources = event.fields.get("sources", {}).values()
-                ok = all(s.get("state") == "ok" for s in sources)
-                violating = dedup_key in event.fields.get("violations", [])
+                ok = all(s.get("state") == "ok" for s in event.sources.values())
+                violating = dedup_key in event.violations
                 clean = clean + 1 if ok and not violating else 0
                 if clean >= self.clean_ticks:
                     return True, f"{dedup_key} clear for {clean} observations in a row"
@@ -85,8 +105,7 @@ class Executor:
         *,
         run_id: str,
         attempts: int = 3,
-        poll_s: float = 0.3,
-        on_idle: Callable[[], None] | None = None,
+        poll_s: float = 1.0,
     ) -> None:
         self.actions = actions
         self.controls = controls
@@ -103,40 +122,55 @@ class Executor:
         self._mode = controls.mode()
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.poll()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("executor poll failed")
-            await asyncio.sleep(self.poll_s)
+        """React to this process's action events at once; poll the database for the rest."""
+        async with self.bus.subscribe() as queue:
+            next_poll = 0.0
+            while True:
+                if time.monotonic() >= next_poll:
+                    try:
+                        await self.poll()
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("executor poll failed")
+                    next_poll = time.monotonic() + self.poll_s
+                try:
+                    async with asyncio.timeout(max(0.0, next_poll - time.monotonic())):
+                        event = await queue.get()
+                except TimeoutError:
+                    continue
+                self._on_event(event)
 
-    def _announce(self, row: ActionRow, name: str, **extra: object) -> None:
-        assert row.id is not None
-        self._known[row.id] = row.state
-        self.bus.publish(
-            name,
-            action_id=row.id,
-            ticket_id=row.ticket_id,
-            action=row.name,
-            params=row.params,
-            risk=row.risk,
-            state=row.state,
-            **extra,
-        )
+    def _on_event(self, event: Event) -> None:
+        """An action event of this process: remember its state; run what was approved."""
+        if not isinstance(event, ActionEvent):
+            return
+        self._known[event.action_id] = event.state
+        if isinstance(event, ActionApproved):
+            self._start(event.action_id)
+
+    def _start(self, action_id: int) -> None:
+        if action_id in self._running or self._kill_switch:
+            return
+        task = asyncio.create_task(self._execute(action_id), name=f"action-{action_id}")
+        self._running[action_id] = task
+        task.add_done_callback(functools.partial(self._forget, action_id))
+
+    def _announce(self, event: ActionEvent) -> None:
+        self._known[event.action_id] = event.state
+        self.bus.publish(event)
 
     async def poll(self) -> None:
         kill = await asyncio.to_thread(self.controls.kill_switch)
         mode = await asyncio.to_thread(self.controls.mode)
         if kill != self._kill_switch:
             self._kill_switch = kill
-            self.bus.publish("kill_switch", on=kill)
+            self.bus.publish(KillSwitch(on=kill))
             if kill:
                 for task in self._running.values():
                     task.cancel()
         if mode != self._mode:
-            self.bus.publish("mode_changed", mode=mode.value, previous=self._mode.value)
+            self.bus.publish(ModeChanged(mode=mode.value, previous=self._mode.value))
             self._mode = mode
         rows = await asyncio.to_thread(self.actions.find, run_id=self.run_id, limit=200)
         # Rows that lapse are marked expired in place and announced below like any change.
@@ -146,22 +180,31 @@ class Executor:
             if self._known.get(row.id) == row.state:
                 continue
             if row.state == ActionState.PROPOSED.value:
-                self._announce(row, "action_proposed", reason=row.reason)
+                self._announce(
+                    action_event(
+                        ActionProposed,
+                        row,
+                        reason=row.reason,
+                        decision=row.decision,
+                        why=row.policy_reason,
+                        targets=list(row.targets),
+                    )
+                )
             elif row.state in ANNOUNCED_STATES:
                 self._announce(
-                    row,
-                    ANNOUNCED_STATES[row.state],
-                    by=row.decided_by,
-                    reason=row.decision_reason,
+                    action_event(
+                        ANNOUNCED_STATES[row.state],
+                        row,
+                        by=row.decided_by,
+                        reason=row.decision_reason,
+                    )
                 )
                 if row.state != ActionState.APPROVED.value and row.ticket_id is not None:
                     await asyncio.to_thread(self._release_ticket, row.ticket_id)
             else:
                 self._known[row.id] = row.state
-            if row.state == ActionState.APPROVED.value and row.id not in self._running:
-                task = asyncio.create_task(self._execute(row.id), name=f"action-{row.id}")
-                self._running[row.id] = task
-                task.add_done_callback(functools.partial(self._forget, row.id))
+            if row.state == ActionState.APPROVED.value:
+                self._start(row.id)
 
     def _forget(self, action_id: int, _task: asyncio.Task[None]) -> None:
         self._running.pop(action_id, None)
@@ -178,10 +221,10 @@ class Executor:
         except ApprovalError as exc:
             log.warning("%s", exc)
             refused = await asyncio.to_thread(self.actions.get, action_id)
-            if refused is not None:
-                self._announce(refused, "action_rejected", by="policy", reason=str(exc))
+            if refused is not None and self._known.get(action_id) != refused.state:
+                self._announce(action_event(ActionRejected, refused, by="policy", reason=str(exc)))
             return
-        self._announce(row, "action_executing")
+        self._announce(action_event(ActionExecuting, row))
         try:
             spec = self.catalog.get(row.name)
             params = spec.validate(row.params)
@@ -194,7 +237,7 @@ class Executor:
                 error=str(exc),
                 attempts=0,
             )
-            self._announce(failed, "action_failed", error=str(exc))
+            self._announce(action_event(ActionFailed, failed, error=str(exc)))
             return
         attempts = 0
         try:
@@ -229,7 +272,7 @@ class Executor:
                 error=reason,
                 attempts=attempts,
             )
-            self._announce(failed, "action_failed", error=reason, attempts=attempts)
+            self._announce(action_event(ActionFailed, failed, error=reason, attempts=attempts))
             await self._escalate(row, f"action {row.name} failed: {reason}")
             return
         done = await asyncio.to_thread(
@@ -240,7 +283,7 @@ class Executor:
             result=result,
             attempts=attempts,
         )
-        self._announce(done, "action_succeeded", result=result, attempts=attempts)
+        self._announce(action_event(ActionSucceeded, done, result=result, attempts=attempts))
         if not spec.verify:
             return  # a diagnostic reports; it fixes nothing, so there is nothing to verify
         await self._verify(done)
@@ -252,17 +295,15 @@ class Executor:
         finished = await asyncio.to_thread(
             self.actions.finish, row.id, state, expected=ActionState.SUCCEEDED, result=detail
         )
-        self._announce(finished, f"action_{state.value}", detail=detail)
+        verdict = ActionVerified if ok else ActionNotVerified
+        self._announce(action_event(verdict, finished, detail=detail))
         if row.ticket_id is None:
             return
         if ok:
             ticket = await asyncio.to_thread(self.tickets.resolve_by_agent, row.ticket_id)
             if ticket is not None:
                 self.bus.publish(
-                    "ticket_resolved",
-                    **ticket.event_fields(),
-                    by="agent",
-                    action_id=row.id,
+                    TicketResolved(**ticket.event_fields(), by="agent", action_id=row.id)
                 )
         else:
             await self._escalate(row, f"{row.name} ran but did not fix it: {detail}")
@@ -271,11 +312,7 @@ class Executor:
         if row.ticket_id is None:
             return
         ticket = await asyncio.to_thread(self.tickets.escalate, row.ticket_id, reason)
-        self.bus.publish(
-            "ticket_escalated",
-            **ticket.event_fields(),
-            reason=reason,
-        )
+        self.bus.publish(TicketEscalated(**ticket.event_fields(), reason=reason))
 
     async def stop(self) -> None:
         for task in list(self._running.values()):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from operator_console.actions.catalog import ActionSpec
 from operator_console.audit.redact import redact_text
+from operator_console.contract import ActionSpec
 
 SHELL_ACTION = "run_shell"
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -101,4 +101,5 @@ def shell_action(run_dir: Path, *, timeout_s: float, output_cap: int) -> ActionS
         run,
         retry=False,
         verify=False,
+        effect="diagnose",
     )

@@ -14,7 +14,8 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from operator_console.actions.catalog import ActionSpec, params_hash
+from operator_console.audit import AuditLog
+from operator_console.contract import ActionSpec, params_hash
 from operator_console.db.models import ActionRow, ApprovalRow, ControlRow
 from operator_console.domain import utcnow
 
@@ -47,8 +48,6 @@ class ApprovalError(RuntimeError):
 
 
 def _audit(engine: Engine, kind: str, actor: str, row: ActionRow, **extra: Any) -> None:
-    from operator_console.audit import AuditLog
-
     AuditLog(engine).append(
         kind,
         actor=actor,
@@ -104,8 +103,6 @@ class Controls:
             raise ApprovalError("the kill switch is on: lift it first (kill-switch off)")
         previous = self.mode()
         self._set(self.MODE, mode.value, by)
-        from operator_console.audit import AuditLog
-
         AuditLog(self._engine).append(
             "mode_changed", actor=by, payload={"from": previous.value, "to": mode.value}
         )
@@ -114,8 +111,6 @@ class Controls:
     def set_kill_switch(self, on: bool, *, by: str) -> list[ActionRow]:
         """Kill switch on: force observe and cancel every pending action (returned)."""
         self._set(self.KILL, "on" if on else "off", by)
-        from operator_console.audit import AuditLog
-
         AuditLog(self._engine).append("kill_switch", actor=by, payload={"on": on})
         if not on:
             return []
@@ -160,6 +155,9 @@ class ActionRepository:
         ticket_id: int | None,
         restores: str = "",
         ttl_s: float = DEFAULT_PROPOSAL_TTL_S,
+        targets: list[str] | None = None,
+        decision: str = "",
+        policy_reason: str = "",
     ) -> ActionRow:
         row = ActionRow(
             run_id=run_id,
@@ -170,6 +168,9 @@ class ActionRepository:
             risk=spec.risk,
             restores=restores,
             reason=reason,
+            targets=list(targets if targets is not None else spec.targets(params)),
+            decision=decision,
+            policy_reason=policy_reason,
             proposed_by=proposed_by,
             state=ActionState.PROPOSED.value,
             expires_at=utcnow() + timedelta(seconds=ttl_s),

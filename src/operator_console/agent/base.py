@@ -1,20 +1,16 @@
-"""What every brain shares: tools, transcript steps, budgets and the structured diagnosis."""
+"""What every brain shares: transcript steps, budgets, usage and the brain protocol."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
-
+from operator_console.contract import Diagnosis, TicketContext, Toolbox
 from operator_console.domain import utcnow
-
-# Tool output is capped before it reaches a model or the database; the full size is noted.
-TOOL_OUTPUT_CAP = 4000
 
 
 class StepKind(StrEnum):
@@ -50,105 +46,6 @@ class Step:
 
 
 @dataclass(frozen=True, slots=True)
-class ToolSpec:
-    name: str
-    description: str
-    input_schema: dict[str, Any]
-
-    def to_anthropic(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "input_schema": self.input_schema,
-        }
-
-
-@dataclass(slots=True)
-class ToolOutput:
-    """What a tool returns: text for the model (JSON where structured), and an error flag."""
-
-    content: str
-    is_error: bool = False
-    data: Any = None
-
-    @classmethod
-    def of(cls, data: Any, *, is_error: bool = False) -> ToolOutput:
-        text = data if isinstance(data, str) else json.dumps(data, default=str, indent=1)
-        return cls(content=text, is_error=is_error, data=data)
-
-    def capped(self, cap: int = TOOL_OUTPUT_CAP) -> tuple[str, int | None]:
-        """The content cut to `cap` characters, and the full size when it was cut."""
-        if len(self.content) <= cap:
-            return self.content, None
-        note = f"\n[output truncated: {len(self.content)} characters, first {cap} shown]"
-        return self.content[:cap] + note, len(self.content)
-
-
-ToolHandler = Callable[[Mapping[str, Any]], Awaitable[ToolOutput]]
-
-
-class Toolbox:
-    """The tools one investigation may call; an unknown tool or bad input is an error result."""
-
-    def __init__(self) -> None:
-        self._specs: dict[str, ToolSpec] = {}
-        self._handlers: dict[str, ToolHandler] = {}
-
-    def add(self, spec: ToolSpec, handler: ToolHandler) -> None:
-        self._specs[spec.name] = spec
-        self._handlers[spec.name] = handler
-
-    def specs(self) -> list[ToolSpec]:
-        return list(self._specs.values())
-
-    def names(self) -> list[str]:
-        return list(self._specs)
-
-    async def call(self, name: str, tool_input: Mapping[str, Any]) -> ToolOutput:
-        handler = self._handlers.get(name)
-        if handler is None:
-            return ToolOutput(f"unknown tool {name!r}; tools: {', '.join(self._specs)}", True)
-        if not isinstance(tool_input, Mapping):
-            return ToolOutput(f"tool {name} takes a JSON object, got {type(tool_input)}", True)
-        try:
-            return await handler(tool_input)
-        except (ValueError, KeyError, TypeError) as exc:
-            return ToolOutput(f"tool {name} rejected its input: {exc}", True)
-
-
-class Evidence(BaseModel):
-    claim: str
-    tool_use_id: str = Field(description="id of the tool result that shows it")
-    excerpt: str = ""
-
-
-class Alternative(BaseModel):
-    hypothesis: str
-    rejected_because: str
-
-
-class RecommendedAction(BaseModel):
-    action: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    reason: str = ""
-
-
-Risk = Literal["low", "medium", "high"]
-
-
-class Diagnosis(BaseModel):
-    """The structured result of an investigation, the same whichever brain produced it."""
-
-    summary: str
-    root_cause: str
-    evidence: list[Evidence] = Field(default_factory=list)
-    alternatives: list[Alternative] = Field(default_factory=list)
-    confidence: float = Field(ge=0, le=1)
-    recommended: list[RecommendedAction] = Field(default_factory=list)
-    risk: Risk = "low"
-
-
-@dataclass(frozen=True, slots=True)
 class Budget:
     max_turns: int = 8
     max_output_tokens_per_turn: int = 1024
@@ -172,21 +69,6 @@ class Usage:
             + self.cache_read_tokens
             + (self.cache_write_tokens)
         )
-
-
-@dataclass(frozen=True, slots=True)
-class TicketContext:
-    """What a brain is told about the ticket it investigates (subject data is untrusted)."""
-
-    ticket_id: int
-    subject: str
-    invariant: str
-    target: str
-    severity: str
-    message: str
-    details: dict[str, Any]
-    runbook: str
-    subject_context: str
 
 
 @dataclass(slots=True)
@@ -221,13 +103,8 @@ __all__: Sequence[str] = [
     "Brain",
     "BrainResult",
     "Budget",
-    "Diagnosis",
     "Step",
     "StepKind",
-    "TicketContext",
-    "ToolOutput",
-    "ToolSpec",
-    "Toolbox",
     "Usage",
     "fence",
 ]

@@ -11,18 +11,7 @@ from typing import Any
 import anthropic
 from pydantic import ValidationError
 
-from operator_console.agent.base import (
-    BrainResult,
-    Budget,
-    Diagnosis,
-    Step,
-    StepKind,
-    StepSink,
-    TicketContext,
-    Toolbox,
-    ToolOutput,
-    Usage,
-)
+from operator_console.agent.base import BrainResult, Budget, Step, StepKind, StepSink, Usage
 from operator_console.agent.prompts import (
     NUDGE_TO_SUBMIT,
     SUBMIT_DIAGNOSIS,
@@ -31,6 +20,7 @@ from operator_console.agent.prompts import (
     submit_diagnosis_tool,
     user_message,
 )
+from operator_console.contract import Diagnosis, TicketContext, Toolbox, ToolOutput
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +342,7 @@ class _Investigation:
         what = f"{exc.status_code} {error_type}".strip()
         if isinstance(exc, anthropic.AuthenticationError):
             return f"Anthropic API rejected the credentials ({what}): set a valid ANTHROPIC_API_KEY"
-        if isinstance(exc, anthropic.PermissionDeniedError):
+        if exc.status_code == 403:  # the SDK's permission error
             return (
                 f"Anthropic API refused the request ({what}): the ANTHROPIC_API_KEY has no "
                 f"access to model {self.brain.model}"

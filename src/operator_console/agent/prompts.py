@@ -6,7 +6,8 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from operator_console.agent.base import Diagnosis, TicketContext, fence
+from operator_console.agent.base import fence
+from operator_console.contract import Diagnosis, TicketContext
 
 SUBMIT_DIAGNOSIS = "submit_diagnosis"
 

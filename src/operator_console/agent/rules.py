@@ -3,88 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-from operator_console.agent.base import (
+from operator_console.agent.base import BrainResult, Step, StepKind, StepSink
+from operator_console.contract import (
     Alternative,
-    BrainResult,
     Diagnosis,
     Evidence,
-    RecommendedAction,
-    Risk,
-    Step,
-    StepKind,
-    StepSink,
+    Hypothesis,
+    Results,
     TicketContext,
     Toolbox,
-    ToolOutput,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Probe:
-    """One tool call a hypothesis needs to judge itself."""
-
-    tool: str
-    input: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return f"{self.tool}:{sorted(self.input.items())}"
-
-
-@dataclass(slots=True)
-class Finding:
-    claim: str
-    probe: Probe
-    excerpt: str = ""
-
-
-@dataclass(slots=True)
-class Assessment:
-    """How well the gathered evidence supports a hypothesis (score 0 means not at all)."""
-
-    score: float
-    findings: list[Finding] = field(default_factory=list)
-    against: str = ""  # why it does not hold, when it does not
-    action: RecommendedAction | None = None
-    risk: Risk = "low"
-
-
-class Results:
-    """Probe results by probe, with the tool_use ids that produced them."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, Any] = {}
-        self._ids: dict[str, str] = {}
-        self._errors: dict[str, str] = {}
-
-    def put(self, probe: Probe, output: ToolOutput, tool_use_id: str) -> None:
-        self._ids[probe.key] = tool_use_id
-        if output.is_error:
-            self._errors[probe.key] = output.content
-        else:
-            self._data[probe.key] = output.data
-
-    def get(self, probe: Probe) -> Any:
-        return self._data.get(probe.key)
-
-    def error(self, probe: Probe) -> str | None:
-        return self._errors.get(probe.key)
-
-    def id_of(self, probe: Probe) -> str:
-        return self._ids.get(probe.key, "")
-
-
-class Hypothesis(Protocol):
-    name: str
-    description: str
-
-    def probes(self, ticket: TicketContext) -> Sequence[Probe]: ...
-
-    def assess(self, ticket: TicketContext, results: Results) -> Assessment: ...
-
 
 Runbook = Callable[[str], Sequence[Hypothesis]]
 
@@ -178,6 +107,7 @@ class RulesBrain:
             for f in assessment.findings
         ]
         recommended = [assessment.action] if assessment.action else []
+        blocked = assessment.blocked or None
         step(
             Step(
                 StepKind.REASONING,
@@ -187,6 +117,8 @@ class RulesBrain:
                     + (
                         f"Recommending {assessment.action.action} {assessment.action.params}."
                         if assessment.action
+                        else f"No action recommended: {blocked}."
+                        if blocked
                         else "No action recommended."
                     )
                 ),
@@ -201,4 +133,5 @@ class RulesBrain:
             recommended=recommended,
             risk=assessment.risk,
         )
-        return BrainResult(diagnosis=diagnosis, steps=steps)
+        # The evidence points to a fix this console cannot do here: a person must act.
+        return BrainResult(diagnosis=diagnosis, steps=steps, escalation=blocked)

@@ -9,17 +9,34 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from operator_console.actions.catalog import ActionCatalog, ActionInputError
+from operator_console.actions.decisions import Decisions, action_event
 from operator_console.actions.policy import Decision, decide
 from operator_console.actions.shell import SHELL_ACTION
 from operator_console.actions.store import ActionRepository, ApprovalError, Controls
-from operator_console.agent.base import Brain, Step, TicketContext, ToolOutput, ToolSpec
+from operator_console.agent.base import Brain, Step
 from operator_console.audit import AuditLog
+from operator_console.contract import (
+    ActionCatalog,
+    ActionInputError,
+    AgentKit,
+    TicketContext,
+    ToolOutput,
+    ToolSpec,
+)
 from operator_console.db.models import TicketRow, TranscriptRow
 from operator_console.db.tickets import TicketRepository, TranscriptRepository
 from operator_console.domain import TicketState
-from operator_console.events import EventBus
-from operator_console.subjects import AgentKit
+from operator_console.domain.bus import EventBus
+from operator_console.domain.events import (
+    ActionInvalid,
+    ActionProposed,
+    AgentStarted,
+    AgentStep,
+    DiagnosisReady,
+    TicketEscalated,
+    TicketOpened,
+    TicketUpdated,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +68,7 @@ class AgentLoop:
         transcript: TranscriptRepository,
         actions: ActionRepository,
         controls: Controls,
+        decisions: Decisions,
         bus: EventBus,
         run_id: str,
         audit: AuditLog,
@@ -64,6 +82,7 @@ class AgentLoop:
         self.transcript = transcript
         self.actions = actions
         self.controls = controls
+        self.decisions = decisions
         self.bus = bus
         self.run_id = run_id
         self.actor = f"agent:{brain.name}"
@@ -75,8 +94,14 @@ class AgentLoop:
                 await self._guarded(ticket.id)
             while True:
                 event = await queue.get()
-                if event.name == "ticket_opened":
-                    await self._guarded(event.fields.get("ticket_id"))
+                if isinstance(event, TicketOpened):
+                    await self._guarded(event.ticket_id)
+
+    async def close(self) -> None:
+        """Release what the brain holds (an HTTP client)."""
+        close = getattr(self.brain, "aclose", None)
+        if close is not None:
+            await close()
 
     async def _guarded(self, ticket_id: Any) -> None:
         if not isinstance(ticket_id, int):
@@ -90,7 +115,9 @@ class AgentLoop:
             ticket = await asyncio.to_thread(
                 self.tickets.escalate, ticket_id, f"the agent failed: {type(exc).__name__}: {exc}"
             )
-            self._publish_ticket("ticket_escalated", ticket, reason=ticket.escalation_reason)
+            self.bus.publish(
+                TicketEscalated(**ticket.event_fields(), reason=ticket.escalation_reason or "")
+            )
 
     async def handle(self, ticket_id: int) -> None:
         if await asyncio.to_thread(self.controls.kill_switch):
@@ -100,11 +127,12 @@ class AgentLoop:
         ticket = await asyncio.to_thread(self.tickets.get, ticket_id)
         assert ticket is not None
         self.bus.publish(
-            "agent_started",
-            ticket_id=ticket_id,
-            brain=self.brain.name,
-            invariant=ticket.invariant,
-            target=ticket.target,
+            AgentStarted(
+                ticket_id=ticket_id,
+                brain=self.brain.name,
+                invariant=ticket.invariant,
+                target=ticket.target,
+            )
         )
         seq = 0
 
@@ -128,16 +156,17 @@ class AgentLoop:
             )
             self._audit("agent_step", ticket_id, step.to_dict())
             self.bus.publish(
-                "agent_step",
-                ticket_id=ticket_id,
-                brain=self.brain.name,
-                seq=seq,
-                kind=step.kind.value,
-                text=step.text[:STEP_TEXT_ON_BUS],
-                tool=step.tool,
-                tool_use_id=step.tool_use_id,
-                input=step.input,
-                is_error=step.is_error,
+                AgentStep(
+                    ticket_id=ticket_id,
+                    brain=self.brain.name,
+                    seq=seq,
+                    kind=step.kind.value,
+                    text=step.text[:STEP_TEXT_ON_BUS],
+                    tool=step.tool,
+                    tool_use_id=step.tool_use_id,
+                    input=step.input,
+                    is_error=step.is_error,
+                )
             )
 
         context = TicketContext(
@@ -165,33 +194,47 @@ class AgentLoop:
             reason = result.escalation or "the brain returned no diagnosis"
             self._audit("agent_escalated", ticket_id, {"reason": reason, "usage": usage})
             escalated = await asyncio.to_thread(self.tickets.escalate, ticket_id, reason)
-            self._publish_ticket("ticket_escalated", escalated, reason=reason, usage=usage)
+            self.bus.publish(
+                TicketEscalated(**escalated.event_fields(), reason=reason, usage=usage)
+            )
             return
         diagnosis = result.diagnosis.model_dump()
         await asyncio.to_thread(self.tickets.set_diagnosis, ticket_id, diagnosis)
         self._audit("diagnosis_ready", ticket_id, {**diagnosis, "usage": usage})
         self.bus.publish(
-            "diagnosis_ready",
-            ticket_id=ticket_id,
-            brain=self.brain.name,
-            summary=result.diagnosis.summary,
-            root_cause=result.diagnosis.root_cause,
-            confidence=result.diagnosis.confidence,
-            evidence=[e.model_dump() for e in result.diagnosis.evidence],
-            alternatives=[a.model_dump() for a in result.diagnosis.alternatives],
-            recommended=[r.model_dump() for r in result.diagnosis.recommended],
-            usage=usage,
+            DiagnosisReady(
+                ticket_id=ticket_id,
+                brain=self.brain.name,
+                summary=result.diagnosis.summary,
+                root_cause=result.diagnosis.root_cause,
+                confidence=result.diagnosis.confidence,
+                evidence=[e.model_dump() for e in result.diagnosis.evidence],
+                alternatives=[a.model_dump() for a in result.diagnosis.alternatives],
+                recommended=[r.model_dump() for r in result.diagnosis.recommended],
+                usage=usage,
+            )
         )
         proposed = 0
+        refused: list[str] = []
         for recommendation in result.diagnosis.recommended:
-            if await self._propose(
+            outcome = await self._propose(
                 ticket,
                 recommendation.action,
                 recommendation.params,
                 recommendation.reason or result.diagnosis.root_cause,
-            ):
+            )
+            if outcome is True:
                 proposed += 1
-        if proposed == 0:
+            elif isinstance(outcome, str):
+                refused.append(outcome)
+        if proposed:
+            return
+        reason = result.escalation or "; ".join(refused)
+        if reason:
+            # The fix the evidence points to cannot be proposed here: a person must act.
+            escalated = await asyncio.to_thread(self.tickets.escalate, ticket_id, reason)
+            self.bus.publish(TicketEscalated(**escalated.event_fields(), reason=reason))
+        else:
             # Nothing to do: the monitor keeps watching and may auto-resolve it.
             await asyncio.to_thread(self.tickets.release, ticket_id)
 
@@ -202,7 +245,7 @@ class AgentLoop:
         if not command:
             return ToolOutput("shell needs a non-empty command", is_error=True)
         proposed = await self._propose(ticket, SHELL_ACTION, {"command": command}, why)
-        if not proposed:
+        if proposed is not True:
             return ToolOutput(
                 "not run: the command is on record as a proposal, but the mode lets nothing "
                 "run or it was not acceptable",
@@ -216,15 +259,21 @@ class AgentLoop:
 
     async def _propose(
         self, ticket: TicketRow, name: str, params: dict[str, Any], reason: str
-    ) -> bool:
+    ) -> bool | str:
+        """Record a proposal with the policy's decision: True when it may run, False when the
+        mode records it only, the refusal's reason when it is not acceptable here."""
         assert ticket.id is not None
         try:
             spec = self.catalog.get(name)
             valid = spec.validate(params).model_dump(mode="json")
         except ActionInputError as exc:
-            self.bus.publish("action_invalid", ticket_id=ticket.id, action=name, error=str(exc))
+            self.bus.publish(ActionInvalid(ticket_id=ticket.id, action=name, error=str(exc)))
             self._audit("action_invalid", ticket.id, {"action": name, "error": str(exc)})
-            return False
+            return f"{name} was recommended but cannot be proposed: {exc}"
+        mode = await asyncio.to_thread(self.controls.mode)
+        kill = await asyncio.to_thread(self.controls.kill_switch)
+        policy = decide(spec.risk, mode, kill_switch=kill)
+        targets = spec.targets(valid)
         row = await asyncio.to_thread(
             self.actions.propose,
             spec,
@@ -234,59 +283,54 @@ class AgentLoop:
             run_id=self.run_id,
             ticket_id=ticket.id,
             restores=ticket.dedup_key,
+            targets=targets,
+            decision=policy.decision.value,
+            policy_reason=policy.why,
         )
-        mode = await asyncio.to_thread(self.controls.mode)
-        kill = await asyncio.to_thread(self.controls.kill_switch)
-        decision = decide(spec.risk, mode, kill_switch=kill)
         self._audit(
             "policy_decision",
             ticket.id,
             {
                 "action_id": row.id,
-                "decision": decision.value,
+                "decision": policy.decision.value,
+                "why": policy.why,
                 "mode": mode.value,
                 "risk": spec.risk,
+                "targets": targets,
             },
         )
-        if decision is Decision.EXECUTE:
+        self.bus.publish(
+            action_event(
+                ActionProposed,
+                row,
+                reason=reason,
+                decision=policy.decision.value,
+                why=policy.why,
+                mode=mode.value,
+                expires_at=row.expires_at.isoformat() if row.expires_at else None,
+                targets=targets,
+            )
+        )
+        if policy.decision is Decision.EXECUTE:
             try:
                 await asyncio.to_thread(
-                    self.actions.approve,
+                    self.decisions.approve,
                     row.id,  # type: ignore[arg-type]
                     by="policy",
-                    reason=f"{mode.value} mode allows {spec.risk}-risk actions",
-                    controls=self.controls,
+                    reason=policy.why,
                 )
             except ApprovalError as exc:
                 log.warning("policy approval refused: %s", exc)
             return True
-        if decision is Decision.AWAIT_APPROVAL:
-            await asyncio.to_thread(
-                self.tickets.set_state,
-                ticket.id,
-                TicketState.ACTION_PENDING,
+        if policy.decision is Decision.AWAIT_APPROVAL:
+            pending = await asyncio.to_thread(
+                self.tickets.set_state, ticket.id, TicketState.ACTION_PENDING
             )
-            self.bus.publish(
-                "approval_needed",
-                action_id=row.id,
-                ticket_id=ticket.id,
-                action=row.name,
-                params=row.params,
-                risk=row.risk,
-                mode=mode.value,
-                expires_at=row.expires_at.isoformat() if row.expires_at else None,
-            )
+            self.bus.publish(TicketUpdated(**pending.event_fields()))
             return True
         return False  # observe mode: a proposal on record, nothing will run
 
     def _audit(self, kind: str, ticket_id: int, payload: dict[str, Any]) -> None:
         self.audit.append(
             kind, actor=self.actor, payload=payload, run_id=self.run_id, ticket_id=ticket_id
-        )
-
-    def _publish_ticket(self, name: str, ticket: TicketRow, **extra: Any) -> None:
-        self.bus.publish(
-            name,
-            **ticket.event_fields(),
-            **extra,
         )

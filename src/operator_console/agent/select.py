@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from operator_console.agent.base import Brain, Budget
 from operator_console.agent.rules import RulesBrain
+from operator_console.contract import AgentKit
 from operator_console.settings import Settings
-from operator_console.subjects import AgentKit
 
 
 class BrainChoiceError(ValueError):

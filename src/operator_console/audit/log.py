@@ -14,14 +14,14 @@ from enum import Enum
 from pathlib import PurePath
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, cast, text
+from sqlalchemy import Text, cast, text
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
 from operator_console.audit.redact import redact, register_secrets_from_env
-from operator_console.db.models import UTCDateTime
+from operator_console.db.models import AuditRow
 from operator_console.domain import utcnow
 
 GENESIS_HASH = "0" * 64
@@ -32,37 +32,6 @@ PG_APPEND_LOCK_KEY = 0x6F632D6175646974
 # A concurrent writer on a database without a lock we know of loses the primary-key race; retry.
 _APPEND_ATTEMPTS = 5
 _VERIFY_CHUNK = 500
-
-
-class AuditRow(SQLModel, table=True):
-    """One thing that happened, who did it, and the hash that ties it to everything before it."""
-
-    __tablename__ = "audit"
-
-    id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
-    kind: str = Field(index=True)
-    actor: str
-    run_id: str | None = Field(default=None, index=True)
-    ticket_id: int | None = Field(default=None, index=True)
-    action_id: int | None = None
-    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    prev_hash: str = Field(max_length=64)
-    hash: str = Field(max_length=64)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": self.at.isoformat(),
-            "kind": self.kind,
-            "actor": self.actor,
-            "run_id": self.run_id,
-            "ticket_id": self.ticket_id,
-            "action_id": self.action_id,
-            "payload": self.payload,
-            "prev_hash": self.prev_hash,
-            "hash": self.hash,
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,9 +62,6 @@ def create_db_engine(url: str) -> Engine:
 
 def init_db(engine: Engine) -> None:
     """Create the tables if they are missing."""
-    # The audit table lives with its verifier in audit/; importing it registers it.
-    import operator_console.audit.log  # noqa: F401
-
     try:
         SQLModel.metadata.create_all(engine)
     except OperationalError as exc:

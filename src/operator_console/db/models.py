@@ -128,6 +128,9 @@ class ActionRow(SQLModel, table=True):
     risk: str
     restores: str = ""  # the ticket's dedup key this action is meant to clear
     reason: str = ""
+    targets: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    decision: str = ""  # what the policy decided: execute, await_approval, propose_only
+    policy_reason: str = ""  # why, in words a person reads
     proposed_by: str
     state: str = Field(index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
@@ -172,3 +175,34 @@ class ControlRow(SQLModel, table=True):
     value: str
     changed_by: str = ""
     changed_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+
+
+class AuditRow(SQLModel, table=True):
+    """One thing that happened, who did it, and the hash that ties it to everything before it."""
+
+    __tablename__ = "audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    kind: str = Field(index=True)
+    actor: str
+    run_id: str | None = Field(default=None, index=True)
+    ticket_id: int | None = Field(default=None, index=True)
+    action_id: int | None = None
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "kind": self.kind,
+            "actor": self.actor,
+            "run_id": self.run_id,
+            "ticket_id": self.ticket_id,
+            "action_id": self.action_id,
+            "payload": self.payload,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from operator_console.contract import ClusterView, Subject
 from operator_console.db.models import TicketRow
 from operator_console.db.tickets import TicketRepository
 from operator_console.domain import (
@@ -19,8 +20,15 @@ from operator_console.domain import (
     Violation,
     utcnow,
 )
-from operator_console.events import EventBus
-from operator_console.subjects import Subject
+from operator_console.domain.bus import EventBus
+from operator_console.domain.events import (
+    Observed,
+    TicketEscalated,
+    TicketOpened,
+    TicketResolved,
+    TicketUpdated,
+    ViolationDetected,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +166,13 @@ class Monitor:
         self.ticks += 1
         violations = self._check(observation)
         self.bus.publish(
-            "observation",
-            subject=observation.subject,
-            sources={k: v.to_dict() for k, v in observation.sources.items()},
-            state=observation.state.to_dict(),
-            violations=[v.dedup_key for v in violations],
+            Observed(
+                subject=observation.subject,
+                sources={k: v.to_dict() for k, v in observation.sources.items()},
+                state=observation.state.to_dict(),
+                violations=[v.dedup_key for v in violations],
+                panel=self._panel(observation).to_dict(),
+            )
         )
         result = TickResult(observation=observation, violations=violations)
         unresolved = {
@@ -177,11 +187,12 @@ class Monitor:
             if track.failing == 1:
                 track.first_seen = observation.at
                 self.bus.publish(
-                    "violation_detected",
-                    invariant=violation.invariant,
-                    target=violation.target,
-                    severity=violation.severity.value,
-                    message=violation.message,
+                    ViolationDetected(
+                        invariant=violation.invariant,
+                        target=violation.target,
+                        severity=violation.severity.value,
+                        message=violation.message,
+                    )
                 )
             ticket = unresolved.get(violation.dedup_key)
             if ticket is not None:
@@ -196,7 +207,7 @@ class Monitor:
                 changed = updated.message != ticket.message
                 if track.failing == 1 or (changed and now - track.last_update >= UPDATE_EVERY_S):
                     track.last_update = now
-                    self._publish_ticket("ticket_updated", updated)
+                    self.bus.publish(TicketUpdated(**updated.event_fields()))
             elif track.failing >= self._grace.get(violation.invariant, 1):
                 ticket = await asyncio.to_thread(
                     self.tickets.open,
@@ -208,7 +219,7 @@ class Monitor:
                 )
                 track.last_update = time.monotonic()
                 result.opened.append(ticket)
-                self._publish_ticket("ticket_opened", ticket)
+                self.bus.publish(TicketOpened(**ticket.event_fields()))
 
         for key, track in list(self._tracks.items()):
             if key not in failing_keys:
@@ -230,7 +241,7 @@ class Monitor:
                 )
                 result.resolved.append(resolved)
                 del self._tracks[key]
-                self._publish_ticket("ticket_resolved", resolved, clean_ticks=track.clean)
+                self.bus.publish(TicketResolved(**resolved.event_fields(), clean_ticks=track.clean))
 
         if self.escalate_after_s is not None:
             await self._escalate_stale(unresolved, failing_keys)
@@ -253,11 +264,14 @@ class Monitor:
                     TicketState.ESCALATED,
                     reason=reason,
                 )
-                self._publish_ticket("ticket_escalated", escalated, reason=reason)
+                self.bus.publish(TicketEscalated(**escalated.event_fields(), reason=reason))
 
-    def _publish_ticket(self, name: str, ticket: TicketRow, **extra: object) -> None:
-        self.bus.publish(
-            name,
-            **ticket.event_fields(),
-            **extra,
-        )
+    def _panel(self, observation: Observation) -> ClusterView:
+        """The subject's panel rows; an observer that failed shows why instead."""
+        if isinstance(observation.state, _ObserverFailure):
+            return ClusterView(rows=(), note=observation.state.summary())
+        try:
+            return self.subject.panel(observation)
+        except Exception as exc:
+            log.exception("the subject could not draw its panel")
+            return ClusterView(rows=(), note=f"panel unavailable: {type(exc).__name__}: {exc}")

@@ -9,29 +9,102 @@ import json
 import logging
 import signal
 import sys
-from typing import IO, Any
+from typing import IO, Protocol
 
-from operator_console.events import Event
+from operator_console.domain import events as ev
+from operator_console.domain.events import Event
 from operator_console.runtime import Runtime
+from operator_console.scenarios.model import Scenario
 from operator_console.scenarios.runner import RunOutcome, ScenarioRunner
 
 log = logging.getLogger(__name__)
 
-# Per-tick internals the console renders; the timeline carries their consequences instead.
-NOT_ON_TIMELINE = frozenset({"observation"})
-
 
 class TimelineWriter:
-    """Writes each event as one JSON object per line and flushes, so a pipe sees it at once."""
+    """Writes each timeline event as one JSON object per line and flushes, so a pipe sees it."""
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
 
     def __call__(self, event: Event) -> None:
-        if event.name in NOT_ON_TIMELINE:
+        if not event.on_timeline:
             return
         self.out.write(json.dumps(event.to_dict(), default=str, separators=(",", ":")) + "\n")
         self.out.flush()
+
+
+def progress_line(event: Event) -> str | None:
+    """One short line for the person watching the terminal, or None for events not worth one."""
+    match event:
+        case ev.RunStarted():
+            return f"run {event.run_id}: {event.scenario} (logs in {event.run_dir})"
+        case ev.ClusterReady():
+            return f"cluster ready: {event.about}" if event.about else "cluster ready"
+        case ev.ChapterEntered():
+            return f"chapter {event.index}/{event.total}: {event.title}"
+        case ev.FaultCountdown():
+            return f"  injecting {event.kind} in {event.seconds:g}..."
+        case ev.FaultInjected():
+            return f"  FAULT {event.description}"
+        case ev.FaultCleared():
+            return f"  fault {event.kind} on {event.target} cleared by {event.by}"
+        case ev.TicketOpened():
+            return f"  TICKET #{event.ticket_id} {event.invariant} {event.target}: {event.message}"
+        case ev.TicketResolved():
+            by = f" by the agent (action {event.action_id})" if event.by == "agent" else ""
+            return f"  resolved #{event.ticket_id} {event.invariant} {event.target}{by}"
+        case ev.TicketEscalated():
+            return f"  escalated #{event.ticket_id}: {event.reason}"
+        case ev.AgentReady():
+            return f"agent: {event.why}, mode {event.mode}"
+        case ev.AgentStarted():
+            return f"  agent ({event.brain}) investigates #{event.ticket_id}"
+        case ev.AgentStep() if event.kind == "tool_call":
+            return f"    tool {event.tool} {json.dumps(event.input or {})}"
+        case ev.DiagnosisReady():
+            recs = ", ".join(r["action"] for r in event.recommended) or "no action"
+            return (
+                f"  diagnosis #{event.ticket_id}: {event.root_cause} "
+                f"(confidence {event.confidence:.0%}); recommends {recs}"
+            )
+        case ev.ActionProposed():
+            line = (
+                f"  proposed action {event.action_id}: {event.action} "
+                f"{json.dumps(event.params)} (risk {event.risk})"
+            )
+            if event.decision == "await_approval":
+                line += (
+                    f"\n  WAITING for a person ({event.why}): operator-console actions approve "
+                    f"{event.action_id}   (or: actions reject {event.action_id} --reason TEXT)"
+                )
+            return line
+        case ev.ActionApproved() | ev.ActionRejected() | ev.ActionExpired() | ev.ActionCancelled():
+            verb = event.name.removeprefix("action_")
+            why = f" ({event.reason})" if event.reason else ""
+            return f"  action {event.action_id} {verb} by {event.by}{why}"
+        case ev.ActionExecuting():
+            return f"  executing {event.action} {json.dumps(event.params)}"
+        case ev.ActionSucceeded():
+            return f"  {event.action} succeeded: {event.result or ''}"
+        case ev.ActionFailed():
+            return f"  {event.action} failed: {event.error}"
+        case ev.ActionVerified() | ev.ActionNotVerified():
+            return f"  {event.action} {event.name.removeprefix('action_')}: {event.detail}"
+        case ev.ActionInvalid():
+            return f"  refused proposal {event.action}: {event.error}"
+        case ev.ModeChanged():
+            return f"mode {event.mode} (was {event.previous})"
+        case ev.KillSwitch():
+            return f"KILL SWITCH {'ON' if event.on else 'off'}"
+        case ev.WaitTimedOut():
+            return f"  {event.problem}"
+        case ev.RunFinished():
+            verdict = "OK" if event.ok else "FAILED"
+            text = f"run finished: {verdict} in {event.summary.get('duration_s', 0):.1f} s"
+            for problem in event.summary.get("problems", []):
+                text += f"\n  - {problem}"
+            return text
+    return None
 
 
 class ProgressWriter:
@@ -40,81 +113,8 @@ class ProgressWriter:
     def __init__(self, err: IO[str]) -> None:
         self.err = err
 
-    def _line(self, event: Event) -> str | None:
-        f: dict[str, Any] = event.fields
-        match event.name:
-            case "run_started":
-                return f"run {f['run_id']}: {f['scenario']} (logs in {f['run_dir']})"
-            case "cluster_ready":
-                nodes = f.get("endpoints", {}).get("nodes", {})
-                return f"cluster ready: {len(nodes)} nodes"
-            case "chapter_entered":
-                return f"chapter {f['index']}/{f['total']}: {f['title']}"
-            case "fault_countdown":
-                return f"  injecting {f['kind']} in {f['seconds']:g}..."
-            case "fault_injected":
-                return f"  FAULT {f['description']}"
-            case "fault_cleared":
-                return f"  fault {f['kind']} on {f['target']} cleared by {f['by']}"
-            case "ticket_opened":
-                return f"  TICKET #{f['ticket_id']} {f['invariant']} {f['target']}: {f['message']}"
-            case "ticket_resolved":
-                by = f" by the agent (action {f['action_id']})" if f.get("by") == "agent" else ""
-                return f"  resolved #{f['ticket_id']} {f['invariant']} {f['target']}{by}"
-            case "ticket_escalated":
-                return f"  escalated #{f['ticket_id']}: {f.get('reason')}"
-            case "agent_ready":
-                return f"agent: {f['why']}, mode {f['mode']}"
-            case "agent_started":
-                return f"  agent ({f['brain']}) investigates #{f['ticket_id']}"
-            case "agent_step" if f.get("kind") == "tool_call":
-                return f"    tool {f.get('tool')} {json.dumps(f.get('input') or {})}"
-            case "diagnosis_ready":
-                recs = ", ".join(r["action"] for r in f.get("recommended", [])) or "no action"
-                return (
-                    f"  diagnosis #{f['ticket_id']}: {f['root_cause']} "
-                    f"(confidence {f['confidence']}); recommends {recs}"
-                )
-            case "action_proposed":
-                return (
-                    f"  proposed action {f['action_id']}: {f['action']} {json.dumps(f['params'])} "
-                    f"(risk {f['risk']})"
-                )
-            case "approval_needed":
-                return (
-                    f"  WAITING for a person ({f['risk']} risk, mode {f['mode']}): "
-                    f"operator-console actions approve {f['action_id']}   "
-                    f"(or: actions reject {f['action_id']} --reason TEXT)"
-                )
-            case "action_approved" | "action_rejected" | "action_expired" | "action_cancelled":
-                verb = event.name.removeprefix("action_")
-                return f"  action {f['action_id']} {verb} by {f.get('by')}"
-            case "action_executing":
-                return f"  executing {f['action']} {json.dumps(f['params'])}"
-            case "action_succeeded" | "action_failed":
-                detail = f.get("result") or f.get("error") or ""
-                return f"  {f['action']} {event.name.removeprefix('action_')}: {detail}"
-            case "action_verified" | "action_not_verified":
-                return f"  {f['action']} {event.name.removeprefix('action_')}: {f.get('detail')}"
-            case "action_invalid":
-                return f"  refused proposal {f['action']}: {f['error']}"
-            case "mode_changed":
-                return f"mode {f['mode']} (was {f['previous']})"
-            case "kill_switch":
-                return f"KILL SWITCH {'ON' if f['on'] else 'off'}"
-            case "wait_timed_out":
-                return f"  {f['problem']}"
-            case "run_finished":
-                summary = f.get("summary", {})
-                verdict = "OK" if f.get("ok") else "FAILED"
-                text = f"run finished: {verdict} in {summary.get('duration_s', 0):.1f} s"
-                for problem in summary.get("problems", []):
-                    text += f"\n  - {problem}"
-                return text
-        return None
-
     def __call__(self, event: Event) -> None:
-        line = self._line(event)
+        line = progress_line(event)
         if line:
             self.err.write(f"[{event.t:7.2f}] {line}\n")
             self.err.flush()
@@ -128,15 +128,27 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+class Runner(Protocol):
+    async def run(self) -> RunOutcome: ...
+
+
+def scenario_runner(runtime: Runtime, scenario: Scenario, *, pace: float = 1.0) -> ScenarioRunner:
+    """A scenario that advances by itself, as a headless run does."""
+    return ScenarioRunner(runtime, scenario, pace=pace, auto_advance=True)
+
+
 async def run_headless(
-    runtime: Runtime, *, pace: float = 1.0, quiet: bool = False, out: IO[str] | None = None
+    runtime: Runtime,
+    runner: Runner,
+    *,
+    quiet: bool = False,
+    out: IO[str] | None = None,
 ) -> RunOutcome:
-    """Run a scenario to the end. SIGINT, SIGTERM and SIGHUP stop it cleanly (every child
-    stopped) and raise Interrupted."""
+    """Run to the end with the timeline on `out`. SIGINT, SIGTERM and SIGHUP stop it cleanly
+    (every child stopped) and raise Interrupted."""
     runtime.bus.add_listener(TimelineWriter(out or sys.stdout))
     if not quiet:
         runtime.bus.add_listener(ProgressWriter(sys.stderr))
-    runner = ScenarioRunner(runtime, pace=pace, auto_advance=True)
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()

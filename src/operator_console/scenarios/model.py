@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from operator_console.subjects import SpecError, UnknownSubjectError, get_subject_kind
+from operator_console.contract import SpecError, UnknownSubjectError, get_subject_kind
+from operator_console.runtime import RunPlan
 
 
 class ScenarioError(ValueError):
@@ -74,6 +75,17 @@ class Scenario(_Strict):
     @property
     def faults(self) -> list[FaultSpec]:
         return [c.fault for c in self.chapters if c.fault is not None]
+
+    @property
+    def plan(self) -> RunPlan:
+        """What the runtime runs for this scenario."""
+        return RunPlan(
+            name=self.name,
+            subject=self.subject,
+            topology=dict(self.topology),
+            workload=dict(self.workload),
+            chapters=len(self.chapters),
+        )
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

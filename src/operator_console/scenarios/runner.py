@@ -11,9 +11,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operator_console.actions.store import Mode
-from operator_console.events import Event
+from operator_console.domain.events import (
+    ActionEvent,
+    ActionFailed,
+    ActionNotVerified,
+    ActionVerified,
+    ChapterEntered,
+    Event,
+    FaultCountdown,
+    FaultInjected,
+    Observed,
+    TicketOpened,
+    TicketResolved,
+    WaitTimedOut,
+    WorkloadSampled,
+)
 from operator_console.runtime import Runtime
-from operator_console.scenarios.model import Chapter, WaitFor
+from operator_console.scenarios.model import Chapter, Scenario, WaitFor
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +44,16 @@ class RunOutcome:
 class ScenarioRunner:
     """Plays chapters in order. Headless it advances by itself; the console calls `advance()`."""
 
-    def __init__(self, runtime: Runtime, *, pace: float = 1.0, auto_advance: bool = True) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        scenario: Scenario,
+        *,
+        pace: float = 1.0,
+        auto_advance: bool = True,
+    ) -> None:
         self.runtime = runtime
-        self.scenario = runtime.scenario
+        self.scenario = scenario
         self.bus = runtime.bus
         self.pace = pace
         self.auto_advance = auto_advance
@@ -42,16 +63,16 @@ class ScenarioRunner:
         self._changed = asyncio.Event()
         self._advance = asyncio.Event()
         self._remove_listener: Callable[[], None] | None = None
-        self._last_observation: Event | None = None
+        self._last_observation: Observed | None = None
 
     def advance(self) -> None:
         """Move on to the next chapter (the console's space key)."""
         self._advance.set()
 
     def _record(self, event: Event) -> None:
-        if event.name == "observation":
+        if isinstance(event, Observed):
             self._last_observation = event
-        elif event.name != "workload_sample":
+        elif not isinstance(event, WorkloadSampled):
             self.events.append(event)
         self._changed.set()
 
@@ -94,12 +115,13 @@ class ScenarioRunner:
         self._advance.clear()
         entered = time.monotonic()
         self.bus.publish(
-            "chapter_entered",
-            index=index + 1,
-            total=len(self.scenario.chapters),
-            title=chapter.title,
-            narration=chapter.narration.strip(),
-            fault=chapter.fault.kind if chapter.fault else None,
+            ChapterEntered(
+                index=index + 1,
+                total=len(self.scenario.chapters),
+                title=chapter.title,
+                narration=chapter.narration.strip(),
+                fault=chapter.fault.kind if chapter.fault else None,
+            )
         )
         if chapter.workload:
             self.runtime.adjust_workload(chapter.workload)
@@ -107,15 +129,17 @@ class ScenarioRunner:
             seconds = chapter.fault.countdown
             while seconds > 0:
                 self.bus.publish(
-                    "fault_countdown",
-                    kind=chapter.fault.kind,
-                    target=chapter.fault.target,
-                    seconds=round(seconds, 1),
+                    FaultCountdown(
+                        kind=chapter.fault.kind,
+                        target=chapter.fault.target,
+                        seconds=round(seconds, 1),
+                    )
                 )
                 step = min(COUNTDOWN_STEP_S, seconds)
                 await self._sleep(step)
                 seconds -= step
-            await self.runtime.inject(chapter.fault)
+            fault = chapter.fault
+            await self.runtime.inject(fault.kind, fault.target, fault.params)
         if chapter.wait_for is not None:
             if not await self._wait(chapter.wait_for):
                 problem = (
@@ -123,7 +147,7 @@ class ScenarioRunner:
                     f"{self._describe(chapter.wait_for)} and it did not happen"
                 )
                 self.problems.append(problem)
-                self.bus.publish("wait_timed_out", chapter=index + 1, problem=problem)
+                self.bus.publish(WaitTimedOut(chapter=index + 1, problem=problem))
         if self.auto_advance:
             remaining = chapter.duration * self.pace - (time.monotonic() - entered)
             if remaining > 0:
@@ -143,9 +167,9 @@ class ScenarioRunner:
     def _matches(self, event: Event, wait: WaitFor, since: float) -> bool:
         if event.t < since or event.name != wait.event:
             return False
-        if wait.invariant and event.fields.get("invariant") != wait.invariant:
+        if wait.invariant and getattr(event, "invariant", None) != wait.invariant:
             return False
-        return not (wait.target and event.fields.get("target") != wait.target)
+        return not (wait.target and getattr(event, "target", None) != wait.target)
 
     async def _wait(self, wait: WaitFor, *, since: float | None = None) -> bool:
         start = self.bus.elapsed() if since is None else since
@@ -169,8 +193,8 @@ class ScenarioRunner:
         last = self._last_observation
         if last is None:
             return False
-        sources_ok = all(s.get("state") == "ok" for s in last.fields.get("sources", {}).values())
-        if not sources_ok or last.fields.get("violations"):
+        sources_ok = all(s.get("state") == "ok" for s in last.sources.values())
+        if not sources_ok or last.violations:
             return False
         unresolved = await asyncio.to_thread(self.runtime.tickets.unresolved, self.runtime.run_id)
         return not unresolved
@@ -199,14 +223,14 @@ class ScenarioRunner:
                 self.problems.append(
                     f"the cluster did not return to healthy within {expect.recover_timeout:g} s"
                 )
-        opened = [e for e in self.events if e.name == "ticket_opened"]
-        fired = {e.fields.get("invariant") for e in opened}
+        opened = [e for e in self.events if isinstance(e, TicketOpened)]
+        fired = {e.invariant for e in opened}
         for invariant in expect.invariants:
-            hits = [e for e in opened if e.fields.get("invariant") == invariant]
+            hits = [e for e in opened if e.invariant == invariant]
             if not hits:
                 self.problems.append(f"expected {invariant} to fire; it did not")
-            elif expect.target and not any(e.fields.get("target") == expect.target for e in hits):
-                targets = sorted({str(e.fields.get("target")) for e in hits})
+            elif expect.target and not any(e.target == expect.target for e in hits):
+                targets = sorted({e.target for e in hits})
                 self.problems.append(
                     f"expected {invariant} on {expect.target}; it fired on {', '.join(targets)}"
                 )
@@ -214,13 +238,13 @@ class ScenarioRunner:
             verified = [
                 e
                 for e in self.events
-                if e.name == "action_verified" and e.fields.get("action") == expect.action
+                if isinstance(e, ActionVerified) and e.action == expect.action
             ]
             if not verified:
                 done = sorted(
-                    f"{e.fields.get('action')} {e.name.removeprefix('action_')}"
+                    f"{e.action} {e.name.removeprefix('action_')}"
                     for e in self.events
-                    if e.name.startswith("action_") and e.fields.get("action")
+                    if isinstance(e, ActionEvent)
                 )
                 self.problems.append(
                     f"expected {expect.action} to be verified; actions: {', '.join(done) or 'none'}"
@@ -233,30 +257,30 @@ class ScenarioRunner:
         return RunOutcome(ok=not self.problems, summary=summary)
 
     def _summary(self, *, recovered: bool | None) -> dict[str, Any]:
-        opened = [e for e in self.events if e.name == "ticket_opened"]
-        resolved = [e for e in self.events if e.name == "ticket_resolved"]
-        injected = [e for e in self.events if e.name == "fault_injected"]
+        opened = [e for e in self.events if isinstance(e, TicketOpened)]
+        resolved = [e for e in self.events if isinstance(e, TicketResolved)]
+        injected = [e for e in self.events if isinstance(e, FaultInjected)]
         detection: dict[str, float] = {}
         if injected:
             first_fault = injected[0].t
             for e in opened:
-                key = f"{e.fields.get('invariant')}:{e.fields.get('target')}"
+                key = f"{e.invariant}:{e.target}"
                 if e.t >= first_fault and key not in detection:
                     detection[key] = round(e.t - first_fault, 3)
         return {
             "scenario": self.scenario.name,
             "run_id": self.runtime.run_id,
             "expected": list(self.scenario.expect.invariants),
-            "fired": sorted({str(e.fields.get("invariant")) for e in opened}),
+            "fired": sorted({e.invariant for e in opened}),
             "tickets_opened": len(opened),
             "tickets_resolved": len(resolved),
             "detection_s": detection,
             "recovered": recovered,
             "brain": self.runtime.agent.brain.name if self.runtime.agent else None,
             "actions": [
-                {"action": e.fields.get("action"), "state": e.fields.get("state")}
+                {"action": e.action, "state": e.state}
                 for e in self.events
-                if e.name in ("action_verified", "action_not_verified", "action_failed")
+                if isinstance(e, ActionVerified | ActionNotVerified | ActionFailed)
             ],
             "duration_s": round(self.bus.elapsed(), 3),
             "problems": list(self.problems),

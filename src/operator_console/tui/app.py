@@ -6,7 +6,7 @@ from sqlalchemy.engine import Engine
 from textual.app import App
 from textual.binding import Binding
 
-from operator_console.runtime import RunOptions
+from operator_console.runtime import RunOptions, RunPlan
 from operator_console.scenarios.model import Scenario
 from operator_console.settings import Settings
 from operator_console.tui.screens.dashboard import DashboardScreen
@@ -32,6 +32,7 @@ class OperatorApp(App[None]):
         pace: float = 1.0,
         scenario: Scenario | None = None,
         options: RunOptions | None = None,
+        watch: tuple[RunPlan, float | None] | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -39,9 +40,16 @@ class OperatorApp(App[None]):
         self.pace = pace
         self.scenario = scenario
         self.options = options
+        self.attached = watch
 
     def on_mount(self) -> None:
-        if self.scenario is None:
+        if self.attached is not None:  # `operator-console watch SUBJECT`
+            self.push_screen(
+                DashboardScreen(
+                    None, self.settings, self.engine, options=self.options, watch=self.attached
+                )
+            )
+        elif self.scenario is None:
             self.push_screen(PickerScreen(self.settings, self.engine))
         else:  # `operator-console run SCENARIO`: straight to its dashboard
             self.push_screen(

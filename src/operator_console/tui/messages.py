@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from operator_console.events import Event
+from operator_console.domain.events import Event, Observed
 
 
 class BusEvent(Message):
@@ -18,7 +18,7 @@ class BusEvent(Message):
 class ObservationUpdate(Message):
     """The newest observation; an older one still queued is replaced (only the latest matters)."""
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, event: Observed) -> None:
         super().__init__()
         self.event = event
 

@@ -11,6 +11,7 @@ their screens show real data with the clocks and the live numbers frozen.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import tempfile
 import threading
@@ -23,7 +24,7 @@ from sqlmodel import SQLModel
 
 from operator_console.actions.store import ActionRepository, Mode
 from operator_console.db import create_db_engine, init_db
-from operator_console.events import Event
+from operator_console.domain.events import ActionProposed, Event
 from operator_console.runtime import Runtime
 from operator_console.scenarios.catalog import find_scenario
 from operator_console.scenarios.runner import ScenarioRunner
@@ -43,20 +44,19 @@ async def record() -> dict[str, Any]:
         engine = create_db_engine(f"sqlite:///{tmp}/record.db")
         init_db(engine)
         scenario = find_scenario("ratelimiter-node-kill")
-        runtime = Runtime(scenario, settings, engine, brain="rules", mode=Mode.APPROVE)
+        runtime = Runtime(scenario.plan, settings, engine, brain="rules", mode=Mode.APPROVE)
         events: list[dict[str, Any]] = []
         actions = ActionRepository(engine)
 
         def listen(event: Event) -> None:
             events.append(event.to_dict())
-            if event.name == "approval_needed":
+            if isinstance(event, ActionProposed) and event.decision == "await_approval":
                 # A person reads the proposal for a moment, then approves it.
-                action_id = int(event.fields["action_id"])
-                timer = threading.Timer(2.0, actions.approve, (action_id,), {"by": "person:cli"})
-                timer.start()
+                approve = functools.partial(actions.approve, event.action_id, by="person:cli")
+                threading.Timer(2.0, approve).start()
 
         runtime.bus.add_listener(listen)
-        outcome = await ScenarioRunner(runtime, pace=2.0, auto_advance=True).run()
+        outcome = await ScenarioRunner(runtime, scenario, pace=2.0, auto_advance=True).run()
         if not outcome.ok:
             raise SystemExit(f"the recorded run failed: {outcome}")
         tables: dict[str, list[dict[str, Any]]] = {}

@@ -14,7 +14,7 @@ import httpx
 from operator_console.lab.ports import free_ports
 from operator_console.lab.proxy import FaultProxy
 from operator_console.lab.ratelimiter.faults import FAULT_KINDS, ClusterFault, make_fault
-from operator_console.lab.store import ValkeyStore
+from operator_console.lab.ratelimiter.store import ValkeyStore
 from operator_console.lab.supervisor import ManagedProcess, Supervisor, UnknownProcessError
 
 NODE_MODULE = "operator_console.lab.ratelimiter.node"
@@ -157,6 +157,12 @@ class RateLimiterCluster:
             "store": {"url": self._store.url, "pid": self._store.pid},
             "nodes": nodes,
         }
+
+    def about(self) -> str:
+        return (
+            f"{self.nodes} rate limiter nodes and one valkey-server, local processes in "
+            f"{self.run_dir}"
+        )
 
     def fault_kinds(self) -> Sequence[str]:
         return FAULT_KINDS

@@ -501,12 +501,14 @@ class LoadGenerator:
         total, per_target = self._tally(since, until)
         return WorkloadSample(
             at=utcnow(),
-            offered=total.offered,
-            allowed=total.allowed,
-            denied=total.denied,
-            errors=total.errors,
-            p50_ms=percentile(total.latencies, 50),
-            p99_ms=percentile(total.latencies, 99),
+            values={
+                "offered": total.offered,
+                "allowed": total.allowed,
+                "denied": total.denied,
+                "errors": total.errors,
+                "p50_ms": percentile(total.latencies, 50),
+                "p99_ms": percentile(total.latencies, 99),
+            },
             per_target={name: tally.stats().to_dict() for name, tally in per_target.items()},
         )
 

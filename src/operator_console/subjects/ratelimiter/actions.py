@@ -1,19 +1,20 @@
-"""What the operator may do to the rate limiter: each action really acts on the lab."""
+"""What the operator may do to the rate limiter: each action really acts on the cluster."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote
 
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, create_model
 
-from operator_console.actions.catalog import ActionCatalog, ActionSpec, Risk
+from operator_console.contract import ActionCatalog, ActionSpec, Effect, Risk
+from operator_console.subjects.ratelimiter.backend import NO_BALANCER, NO_PROCESS, Backend
 
 if TYPE_CHECKING:
     from operator_console.lab.ratelimiter.cluster import RateLimiterCluster
-    from operator_console.subjects.ratelimiter import RateLimiterWorkload
 
 FailpointName = Literal["clock_skew_ms", "config_refresh_stuck"]
 FailMode = Literal["open", "closed"]
@@ -104,11 +105,18 @@ def _why(exc: httpx.HTTPError) -> str:
 
 
 class RateLimiterActions:
-    """The action bodies: cluster signals and restarts, the nodes' HTTP API, the load balancer."""
+    """The action bodies: process signals and restarts (the local lab only), the nodes' HTTP
+    API, and the load balancer (the console's own clients only)."""
 
-    def __init__(self, cluster: RateLimiterCluster, workload: RateLimiterWorkload) -> None:
-        self.cluster = cluster
-        self.workload = workload
+    def __init__(self, backend: Backend, cluster: RateLimiterCluster | None) -> None:
+        self.backend = backend
+        self._cluster = cluster
+
+    @property
+    def cluster(self) -> RateLimiterCluster:
+        if self._cluster is None:
+            raise ActionFailed(f"this action {NO_PROCESS}")
+        return self._cluster
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -116,10 +124,10 @@ class RateLimiterActions:
         self, node: str, method: str, path: str, body: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """One call to a node's API; retried once on a refused connection or a 503."""
-        url = f"{self.cluster.node_url(node)}{path}"
+        url = f"{self.backend.node_url(node)}{path}"
         for attempt in range(1, _HTTP_ATTEMPTS + 1):
             try:
-                response = await self.cluster.http.request(
+                response = await self.backend.http.request(
                     method, url, json=body, timeout=_HTTP_TIMEOUT_S
                 )
             except httpx.HTTPError as exc:
@@ -144,9 +152,9 @@ class RateLimiterActions:
     ) -> tuple[str, dict[str, Any]]:
         """The same call through the first running node that answers it."""
         failures = []
-        for node in self.cluster.node_names:
-            status = self.cluster.node_status(node)
-            if status != "running":
+        for node in self.backend.node_names:
+            status = self.backend.node_status(node)
+            if status not in ("running", None):
                 failures.append(f"{node} {status}")
                 continue
             try:
@@ -156,7 +164,8 @@ class RateLimiterActions:
         raise ActionFailed(f"{method} {path}: no node could do it ({'; '.join(failures)})")
 
     def _generator(self) -> Any:
-        generator = self.workload.generator
+        workload = self.backend.workload
+        generator = workload.generator if workload is not None else None
         if generator is None:
             raise ActionFailed("the load generator is not running, so there is no rotation")
         return generator
@@ -245,113 +254,176 @@ class RateLimiterActions:
         )
 
 
-def build_catalog(cluster: RateLimiterCluster, workload: RateLimiterWorkload) -> ActionCatalog:
-    """Every action the agent may propose for this cluster, with its parameters and risk."""
-    acts = RateLimiterActions(cluster, workload)
-    models = _Models(cluster.node_names)
+@dataclass(frozen=True, slots=True)
+class _Def:
+    """One action of the catalog, before it is bound to a cluster."""
 
-    def spec(
-        name: str,
-        description: str,
-        params: type[BaseModel],
-        risk: Risk,
-        restores: tuple[str, ...],
-        run: Callable[[Any], Awaitable[str]],
-        timeout_s: float = 5.0,
-    ) -> ActionSpec:
-        return ActionSpec(name, description, params, risk, restores, timeout_s, run)
+    name: str
+    description: str
+    params: str  # which parameter model (see _Models)
+    risk: Risk
+    restores: tuple[str, ...]
+    method: str
+    timeout_s: float = 5.0
+    needs: str = ""  # "process" or "balancer": what it cannot do without
+    fixed_targets: tuple[str, ...] = ()
+    effect: Effect = "fix"
+    undo: str | None = None
+    cause: str | None = None
 
-    return ActionCatalog(
-        [
-            spec(
-                "restart_node",
-                "Stop a node (if it still runs) and start it again on the same port.",
-                models.node,
-                "medium",
-                ("node_down", "error_rate"),
-                acts.restart_node,
-                timeout_s=20.0,
-            ),
-            spec(
-                "resume_node",
-                "Send SIGCONT to a paused (SIGSTOPped) node so it answers again.",
-                models.node,
-                "low",
-                ("node_down",),
-                acts.resume_node,
-            ),
-            spec(
-                "drain_node",
-                "Take a node out of the load balancer's rotation (never the last one).",
-                models.node,
-                "medium",
-                ("latency_slo", "error_rate", "store_unreachable"),
-                acts.drain_node,
-            ),
-            spec(
-                "undrain_node",
-                "Put a drained node back into the load balancer's rotation.",
-                models.node,
-                "low",
-                (),
-                acts.undrain_node,
-            ),
-            spec(
-                "restart_store",
-                "Restart the Valkey store on the same port; it comes back empty.",
-                NoParams,
-                "high",
-                ("store_unreachable",),
-                acts.restart_store,
-                timeout_s=20.0,
-            ),
-            spec(
-                "resume_store",
-                "Send SIGCONT to a paused (SIGSTOPped) store.",
-                NoParams,
-                "medium",
-                ("store_unreachable",),
-                acts.resume_store,
-            ),
-            spec(
-                "reload_config",
-                "Make a node reload its limits from the store now.",
-                models.node,
-                "low",
-                ("config_drift",),
-                acts.reload_config,
-            ),
-            spec(
-                "clear_failpoint",
-                "Put a node's failpoint back to its default (a stuck refresh also reloads).",
-                models.failpoint,
-                "low",
-                ("over_limit", "config_drift"),
-                acts.clear_failpoint,
-            ),
-            spec(
-                "reset_counter",
-                "Empty one key's sliding window in the store, through any running node.",
-                models.key,
-                "medium",
-                ("over_limit",),
-                acts.reset_counter,
-            ),
-            spec(
-                "set_limit",
-                "Change one key's limit (and window) in the store, through any running node.",
-                models.limit,
-                "high",
-                (),
-                acts.set_limit,
-            ),
-            spec(
-                "set_fail_mode",
-                "Choose whether a node allows (open) or rejects (closed) checks without a store.",
-                models.fail_mode,
-                "high",
-                ("over_limit",),
-                acts.set_fail_mode,
-            ),
-        ]
-    )
+
+ACTIONS: tuple[_Def, ...] = (
+    _Def(
+        "restart_node",
+        "Stop a node (if it still runs) and start it again on the same port.",
+        "node",
+        "medium",
+        ("node_down", "error_rate"),
+        "restart_node",
+        timeout_s=20.0,
+        needs="process",
+    ),
+    _Def(
+        "resume_node",
+        "Send SIGCONT to a paused (SIGSTOPped) node so it answers again.",
+        "node",
+        "low",
+        ("node_down",),
+        "resume_node",
+        needs="process",
+    ),
+    _Def(
+        "drain_node",
+        "Take a node out of the load balancer's rotation (never the last one). A mitigation: "
+        "traffic avoids the node, whatever is wrong with it stays wrong.",
+        "node",
+        "medium",
+        ("latency_slo", "error_rate", "store_unreachable"),
+        "drain_node",
+        needs="balancer",
+        effect="mitigate",
+        undo="undrain_node",
+        cause="node_serving",
+    ),
+    _Def(
+        "undrain_node",
+        "Put a drained node back into the load balancer's rotation.",
+        "node",
+        "low",
+        (),
+        "undrain_node",
+        needs="balancer",
+    ),
+    _Def(
+        "restart_store",
+        "Restart the Valkey store on the same port; it comes back empty.",
+        "none",
+        "high",
+        ("store_unreachable",),
+        "restart_store",
+        timeout_s=20.0,
+        needs="process",
+        fixed_targets=("store",),
+    ),
+    _Def(
+        "resume_store",
+        "Send SIGCONT to a paused (SIGSTOPped) store.",
+        "none",
+        "medium",
+        ("store_unreachable",),
+        "resume_store",
+        needs="process",
+        fixed_targets=("store",),
+    ),
+    _Def(
+        "reload_config",
+        "Make a node reload its limits from the store now.",
+        "node",
+        "low",
+        ("config_drift",),
+        "reload_config",
+    ),
+    _Def(
+        "clear_failpoint",
+        "Put a node's failpoint back to its default (a stuck refresh also reloads).",
+        "failpoint",
+        "low",
+        ("over_limit", "config_drift"),
+        "clear_failpoint",
+    ),
+    _Def(
+        "reset_counter",
+        "Empty one key's sliding window in the store, through any running node.",
+        "key",
+        "medium",
+        ("over_limit",),
+        "reset_counter",
+    ),
+    _Def(
+        "set_limit",
+        "Change one key's limit (and window) in the store, through any running node.",
+        "limit",
+        "high",
+        (),
+        "set_limit",
+    ),
+    _Def(
+        "set_fail_mode",
+        "Choose whether a node allows (open) or rejects (closed) checks without a store.",
+        "fail_mode",
+        "high",
+        ("over_limit",),
+        "set_fail_mode",
+    ),
+)
+ACTION_NAMES: tuple[str, ...] = tuple(d.name for d in ACTIONS)
+# The parameters that name a target, per parameter model.
+_TARGET_PARAMS = {
+    "node": ("node",),
+    "failpoint": ("node",),
+    "fail_mode": ("node",),
+    "key": ("key",),
+    "limit": ("key",),
+}
+
+
+def build_catalog(backend: Backend, cluster: RateLimiterCluster | None) -> ActionCatalog:
+    """Every action the agent may propose for this cluster, with its parameters and risk; what
+    this placement cannot do is listed as unavailable, with the reason."""
+    acts = RateLimiterActions(backend, cluster)
+    models = _Models(backend.node_names)
+    param_models: dict[str, type[BaseModel]] = {
+        "node": models.node,
+        "failpoint": models.failpoint,
+        "fail_mode": models.fail_mode,
+        "key": models.key,
+        "limit": models.limit,
+        "none": NoParams,
+    }
+    specs: list[ActionSpec] = []
+    unavailable: dict[str, str] = {}
+    for d in ACTIONS:
+        if d.needs == "process" and cluster is None:
+            unavailable[d.name] = NO_PROCESS
+            continue
+        if d.needs == "balancer" and backend.workload is None:
+            unavailable[d.name] = NO_BALANCER
+            continue
+        run: Callable[[Any], Awaitable[str]] = getattr(acts, d.method)
+        specs.append(
+            ActionSpec(
+                d.name,
+                d.description,
+                param_models[d.params],
+                d.risk,
+                d.restores,
+                d.timeout_s,
+                run,
+                target_params=_TARGET_PARAMS.get(d.params, ()),
+                fixed_targets=d.fixed_targets,
+                effect=d.effect,
+                undo=d.undo,
+                cause=d.cause,
+            )
+        )
+    return ActionCatalog(tuple(specs), unavailable)

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from operator_console.actions.catalog import ActionCatalog
-from operator_console.agent.base import Toolbox
-from operator_console.agent.rules import Hypothesis
-from operator_console.subjects.ratelimiter.actions import build_catalog
+from operator_console.contract import ActionCatalog, Hypothesis, Toolbox
+from operator_console.subjects.ratelimiter.backend import Backend
 from operator_console.subjects.ratelimiter.runbook import hypotheses_for
 from operator_console.subjects.ratelimiter.tools import ObserverGetter, build_toolbox
-
-if TYPE_CHECKING:
-    from operator_console.lab.ratelimiter.cluster import RateLimiterCluster
-    from operator_console.subjects.ratelimiter import RateLimiterWorkload
 
 RUNBOOK_TEXT = """\
 Rate limiter runbook. Gather evidence with the tools first; recommend an action only when the
@@ -63,18 +56,20 @@ observation_failed (target: a source)
 
 
 class RateLimiterAgentKit:
-    """What the operator agent gets for a local rate limiter cluster (an `AgentKit`)."""
+    """What the operator agent gets for a rate limiter cluster (an `AgentKit`)."""
 
     def __init__(
         self,
-        cluster: RateLimiterCluster,
-        workload: RateLimiterWorkload,
-        observer_getter: ObserverGetter,
+        backend: Backend,
+        catalog: ActionCatalog,
+        observe: ObserverGetter,
+        *,
+        about: str,
     ) -> None:
-        self._cluster = cluster
-        self._workload = workload
-        self._observe = observer_getter
-        self._catalog = build_catalog(cluster, workload)
+        self._backend = backend
+        self._catalog = catalog
+        self._observe = observe
+        self._about = about
 
     @property
     def actions(self) -> ActionCatalog:
@@ -86,21 +81,12 @@ class RateLimiterAgentKit:
 
     @property
     def context(self) -> str:
-        cluster = self._cluster
-        nodes = ", ".join(cluster.node_names)
+        nodes = ", ".join(self._backend.node_names)
         lines = [
-            "A distributed sliding-window rate limiter run locally: "
-            f"{len(cluster.node_names)} nodes ({nodes}) share one Valkey store.",
-            "Each node answers POST /check for a key and counts it in the store; every node "
-            "reaches the store through its own TCP link proxy (which can add latency or be cut).",
-            f"Default limit {cluster.default_limit} per {cluster.window_ms} ms window; nodes "
-            f"fail {cluster.fail_mode} when the store is unreachable (open: allow unsynced, "
-            "closed: reject) and refresh their limits from the store every "
-            f"{cluster.config_refresh_s:g} s.",
-            "A load generator acts as clients and load balancer: it sends round robin over the "
-            "nodes in rotation and keeps its own count of what each key was allowed.",
-            "Node failpoints: clock_skew_ms (run the node's clock ahead) and "
-            "config_refresh_stuck (freeze its config refresh).",
+            f"A distributed sliding-window rate limiter: {len(self._backend.node_names)} nodes "
+            f"({nodes}) share one Valkey store.",
+            "Each node answers POST /check for a key and counts it in the store.",
+            self._about,
             "",
             "Tools (read-only): " + ", ".join(spec.name for spec in self.toolbox().specs()) + ".",
             "",
@@ -110,14 +96,17 @@ class RateLimiterAgentKit:
             props = spec["params"].get("properties", {})
             params = ", ".join(props)
             restores = ", ".join(spec["restores"]) or "nothing by itself"
+            kind = " A mitigation, not a fix." if spec["effect"] == "mitigate" else ""
             lines.append(
                 f"- {spec['name']}({params}): {spec['risk']}; restores {restores}. "
-                f"{spec['description']}"
+                f"{spec['description']}{kind}"
             )
+        for name, why in self._catalog.unavailable.items():
+            lines.append(f"- {name}: not available here ({why}); do not recommend it.")
         return "\n".join(lines)
 
     def toolbox(self) -> Toolbox:
-        return build_toolbox(self._cluster, self._workload, self._observe, self._catalog)
+        return build_toolbox(self._backend, self._observe, self._catalog)
 
     def hypotheses(self, invariant: str) -> Sequence[Hypothesis]:
         return hypotheses_for(invariant, self._catalog)

@@ -15,6 +15,7 @@ import httpx
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from operator_console.contract import ClusterView, Column, PanelRow, Tone
 from operator_console.domain import (
     Invariant,
     Observation,
@@ -260,6 +261,12 @@ class RateLimiterObserver:
         await self._http.aclose()
         await self._redis.aclose()
 
+    def panel(self, observation: Observation) -> ClusterView:
+        state = observation.state
+        if not isinstance(state, RateLimiterState):
+            return ClusterView(rows=(), note=state.summary())
+        return cluster_view(state)
+
     async def observe(self) -> Observation:
         at = utcnow()
         sources: dict[str, SourceStatus] = {}
@@ -439,3 +446,62 @@ class RateLimiterObserver:
             return None
         sources["workload"] = SourceStatus("workload", SourceState.OK)
         return view
+
+
+TONES: dict[str, Tone] = {
+    "up": "ok",
+    "drained": "muted",
+    "degraded": "warning",
+    "paused": "warning",
+    "down": "error",
+    "unreachable": "error",
+}
+PANEL_COLUMNS = (Column("share", "share"), Column("config", "config"), Column("notes", "notes"))
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.1f} ms" if value is not None else "-"
+
+
+def cluster_view(state: RateLimiterState) -> ClusterView:
+    """Each node and the store as the panel shows them."""
+    per_target = state.workload.per_target if state.workload is not None else {}
+    offered = {name: float(stats.get("offered") or 0) for name, stats in per_target.items()}
+    total = sum(offered.values())
+    rows = []
+    for name, node in state.nodes.items():
+        notes = [k for k, v in node.failpoints.items() if v]
+        if node.store_reachable is False:
+            notes.append("no store")
+        rows.append(
+            PanelRow(
+                target=name,
+                role="node",
+                state=node.state,
+                tone=TONES.get(node.state, "muted"),
+                health=_ms(node.health_latency_ms),
+                cells={
+                    "share": f"{offered.get(name, 0.0) / total:.0%}" if total else "-",
+                    "config": f"v{node.config_version}" if node.config_version is not None else "-",
+                    "notes": ", ".join(notes),
+                },
+            )
+        )
+    store = state.store
+    rows.append(
+        PanelRow(
+            target="store",
+            role="store",
+            state=store.state,
+            tone=TONES.get(store.state, "muted"),
+            health=_ms(store.latency_ms),
+            cells={
+                "share": "-",
+                "config": f"v{store.config_version}" if store.config_version is not None else "-",
+                "notes": store.error or "",
+            },
+        )
+    )
+    up = sum(1 for node in state.nodes.values() if node.state in ("up", "drained"))
+    note = f"{up} of {len(state.nodes)} nodes serving, store {store.state}"
+    return ClusterView(rows=tuple(rows), columns=PANEL_COLUMNS, note=note)

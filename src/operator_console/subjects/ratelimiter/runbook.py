@@ -5,14 +5,25 @@ A hypothesis recommends an action only from what the tools showed; healthy evide
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from operator_console.actions.catalog import ActionCatalog
-from operator_console.agent.base import RecommendedAction, TicketContext
-from operator_console.agent.rules import Assessment, Finding, Hypothesis, Probe, Results
+from operator_console.contract import (
+    ActionCatalog,
+    Assessment,
+    Finding,
+    Hypothesis,
+    Probe,
+    Results,
+    RunbookHypothesis,
+    TicketContext,
+    Verdict,
+    explain,
+    need,
+    reject,
+)
+from operator_console.contract import finding as _f
 
 STORE = "store"
 DEAD = ("killed", "exited", "stopped")
@@ -38,63 +49,8 @@ def log_tail(process: str) -> Probe:
     return Probe("tail_log", {"process": process, "lines": LOG_LINES})
 
 
-def _f(claim: str, probe: Probe, **excerpt: Any) -> Finding:
-    """A finding whose excerpt is the part of the tool result that shows the claim."""
-    return Finding(claim, probe, json.dumps(excerpt, default=str) if excerpt else "")
-
-
-def reject(against: str) -> Assessment:
-    return Assessment(score=0.0, against=against)
-
-
-def explain(score: float, findings: list[Finding]) -> Assessment:
-    """Supported by the evidence, but no action of this subject is the fix."""
-    return Assessment(score=score, findings=findings)
-
-
-class _Verdict(Exception):
-    """Raised by evidence readers when the hypothesis is decided before it is judged."""
-
-    def __init__(self, assessment: Assessment) -> None:
-        super().__init__(assessment.against)
-        self.assessment = assessment
-
-
-def _need(results: Results, probe: Probe) -> dict[str, Any]:
-    data = results.get(probe)
-    if not isinstance(data, dict):
-        reason = (results.error(probe) or "no result")[:200]
-        raise _Verdict(reject(f"{probe.tool} gave no evidence: {reason}"))
-    return data
-
-
-class _Hypothesis:
-    """Shared plumbing: evidence readers, and the chosen action's risk from the catalog."""
-
-    name = ""
-    description = ""
-
-    def __init__(self, catalog: ActionCatalog) -> None:
-        self.catalog = catalog
-
-    def probes(self, ticket: TicketContext) -> Sequence[Probe]:
-        return [OBSERVE]
-
-    def assess(self, ticket: TicketContext, results: Results) -> Assessment:
-        try:
-            return self.judge(ticket, results)
-        except _Verdict as verdict:
-            return verdict.assessment
-
-    def judge(self, ticket: TicketContext, results: Results) -> Assessment:
-        raise NotImplementedError
-
-    def fix(
-        self, score: float, findings: list[Finding], action: str, params: dict[str, Any], why: str
-    ) -> Assessment:
-        risk = self.catalog.get(action).risk
-        chosen = RecommendedAction(action=action, params=params, reason=why)
-        return Assessment(score=score, findings=findings, action=chosen, risk=risk)
+class _Hypothesis(RunbookHypothesis):
+    default_probes = (OBSERVE,)
 
 
 # ------------------------------------------------------------------------------ node_down
@@ -102,17 +58,13 @@ class _Hypothesis:
 
 def _down_node(ticket: TicketContext, results: Results) -> tuple[dict[str, Any], list[Finding]]:
     probe = node_detail(ticket.target)
-    d = _need(results, probe)
+    d = need(results, probe)
     if d["reachable"]:
-        raise _Verdict(reject(f"{ticket.target} answers its health endpoint now"))
-    findings = [
-        _f(
-            f"the supervisor reports {ticket.target}'s process {d['process']}",
-            probe,
-            process=d["process"],
-        ),
-        _f(f"{ticket.target}'s health endpoint: {d['error']}", probe, error=d["error"]),
-    ]
+        raise Verdict(reject(f"{ticket.target} answers its health endpoint now"))
+    findings = [_f(f"{ticket.target}'s health endpoint: {d['error']}", probe, error=d["error"])]
+    if d["process"] is not None:
+        claim = f"the supervisor reports {ticket.target}'s process {d['process']}"
+        findings.insert(0, _f(claim, probe, process=d["process"]))
     return d, findings
 
 
@@ -136,6 +88,10 @@ class NodeProcessDied(_Hypothesis):
         if d["process"] == "running" and d["error"] == "connection refused":
             why = f"{node} refuses connections although its process exists"
             return self.fix(0.7, findings, "restart_node", {"node": node}, why)
+        if d["process"] is None and d["error"] == "connection refused":
+            # Attached: no process to look at, but nothing listens on the node's port.
+            why = f"nothing listens on {node}'s port: its process is gone; start it again"
+            return self.fix(0.8, findings, "restart_node", {"node": node}, why)
         return reject(f"{node}'s process is {d['process']}, not dead ({d['error']})")
 
 
@@ -179,9 +135,9 @@ class NodeNetworkPartition(_Hypothesis):
 
 
 def _silent_store(results: Results) -> tuple[dict[str, Any], list[Finding]]:
-    s = _need(results, STORE_DETAIL)
+    s = need(results, STORE_DETAIL)
     if s["reachable"]:
-        raise _Verdict(reject("the store answers the console, so its process is serving"))
+        raise Verdict(reject("the store answers the console, so its process is serving"))
     findings = [
         _f(
             f"the supervisor reports the store process {s['process']}",
@@ -246,12 +202,12 @@ def _link_probes(ticket: TicketContext) -> list[Probe]:
 
 def _node_link(ticket: TicketContext, results: Results) -> tuple[dict[str, Any], dict[str, Any]]:
     """The node's detail and link, when the ticket is on a node and the store answers."""
-    s = _need(results, STORE_DETAIL)
+    s = need(results, STORE_DETAIL)
     if not s["reachable"]:
-        raise _Verdict(reject("the console cannot reach the store either: not one node's path"))
+        raise Verdict(reject("the console cannot reach the store either: not one node's path"))
     if ticket.target == STORE:
-        raise _Verdict(reject("the store answers the console and the ticket names no node"))
-    d = _need(results, node_detail(ticket.target))
+        raise Verdict(reject("the store answers the console and the ticket names no node"))
+    d = need(results, node_detail(ticket.target))
     return d, dict(d.get("link") or {})
 
 
@@ -332,7 +288,7 @@ class ClockSkew(_Hypothesis):
     description = "a node's clock is skewed, so its window trims drop the other nodes' entries"
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
-        nodes: dict[str, Any] = _need(results, OBSERVE)["nodes"]
+        nodes: dict[str, Any] = need(results, OBSERVE)["nodes"]
         skews = {
             n: v["failpoints"]["clock_skew_ms"]
             for n, v in nodes.items()
@@ -351,7 +307,7 @@ class ClockSkew(_Hypothesis):
             if abs(ahead) > CLOCK_TOLERANCE_MS:
                 claim = f"{node}'s heartbeat clock is {ahead:.0f} ms off the other nodes'"
                 findings.append(_f(claim, OBSERVE, clock_offset_ms=offsets))
-            findings += _key_findings(ticket.target, _need(results, OBSERVE))
+            findings += _key_findings(ticket.target, need(results, OBSERVE))
             params = {"node": node, "name": "clock_skew_ms"}
             why = f"put {node}'s clock back so every node trims the same window"
             return self.fix(1.0, findings, "clear_failpoint", params, why)
@@ -375,7 +331,7 @@ class FailOpen(_Hypothesis):
     description = "nodes fail open because they cannot reach the store, so checks pass unsynced"
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
-        o = _need(results, OBSERVE)
+        o = need(results, OBSERVE)
         store = o["store"]
         cut_off = sorted(
             n
@@ -400,7 +356,7 @@ class StaleLimit(_Hypothesis):
     description = "a node runs a stale config and still enforces an older, higher limit"
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
-        o = _need(results, OBSERVE)
+        o = need(results, OBSERVE)
         key, version = ticket.target, o["store"]["config_version"]
         if not o["store"]["reachable"]:
             return reject("the store does not answer, so no node can be compared with it")
@@ -439,12 +395,12 @@ class StaleLimit(_Hypothesis):
 
 def _drifted_node(ticket: TicketContext, results: Results) -> tuple[dict[str, Any], list[Finding]]:
     node, probe = ticket.target, node_detail(ticket.target)
-    d = _need(results, probe)
+    d = need(results, probe)
     if not d["reachable"]:
-        raise _Verdict(reject(f"{node} does not answer at all (node_down covers that)"))
+        raise Verdict(reject(f"{node} does not answer at all (node_down covers that)"))
     mine, store = d["config_version"], d["store_config_version"]
     if not d["store_reachable_from_console"] or (mine == store and not d["limits_differing"]):
-        raise _Verdict(reject(f"{node} runs the store's config v{store}"))
+        raise Verdict(reject(f"{node} runs the store's config v{store}"))
     findings = [
         _f(f"{node} runs config v{mine}, the store has v{store}", probe, node=mine, store=store)
     ]
@@ -452,9 +408,9 @@ def _drifted_node(ticket: TicketContext, results: Results) -> tuple[dict[str, An
         claim = f"limits that differ on {node}: {d['limits_differing']}"
         findings.append(_f(claim, probe, limits_differing=d["limits_differing"]))
     if d.get("config_age_s") is not None:
-        claim = (
-            f"{node} last refreshed its config {d['config_age_s']:.1f} s ago "
-            f"(it refreshes every {d['config_refresh_s']:g} s)"
+        every = d.get("config_refresh_s")
+        claim = f"{node} last refreshed its config {d['config_age_s']:.1f} s ago" + (
+            f" (it refreshes every {every:g} s)" if every is not None else ""
         )
         findings.append(_f(claim, probe, config_age_s=d["config_age_s"]))
     return d, findings
@@ -535,7 +491,7 @@ class SlowLink(_Hypothesis):
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
         node, probe = ticket.target, node_detail(ticket.target)
-        d, o = _need(results, probe), _need(results, OBSERVE)
+        d, o = need(results, probe), need(results, OBSERVE)
         link = d.get("link") or {}
         p99 = _client_p99(o)
         findings = []
@@ -570,7 +526,7 @@ class StoreSlow(_Hypothesis):
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
         slo = float(ticket.details.get("slo_ms") or DEFAULT_SLO_MS)
-        p99 = _client_p99(_need(results, OBSERVE))
+        p99 = _client_p99(need(results, OBSERVE))
         slow = sorted(n for n, v in p99.items() if v > slo)
         fast = sorted(n for n, v in p99.items() if v <= slo)
         if not slow:
@@ -601,7 +557,7 @@ class NodeDegraded(_Hypothesis):
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
         node, probe = ticket.target, node_detail(ticket.target)
-        d, o = _need(results, probe), _need(results, OBSERVE)
+        d, o = need(results, probe), need(results, OBSERVE)
         if not d["reachable"]:
             return reject(f"{node} does not answer at all (node_down covers that)")
         per_node = (o.get("clients") or {}).get("per_node") or {}
@@ -641,7 +597,7 @@ class ClusterWideErrors(_Hypothesis):
     description = "the store is unreachable and nodes fail closed, so every node fails requests"
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
-        store = _need(results, OBSERVE)["store"]
+        store = need(results, OBSERVE)["store"]
         if store["reachable"]:
             return reject("the store answers the console, so the outage is not cluster-wide")
         claim = f"the store does not answer: {store['error']}"
@@ -656,7 +612,7 @@ class SourceFailing(_Hypothesis):
     description = "a source the console reads keeps failing while the rest of the system answers"
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
-        failed = {s["name"]: s for s in _need(results, OBSERVE)["failed_sources"]}
+        failed = {s["name"]: s for s in need(results, OBSERVE)["failed_sources"]}
         source = failed.get(ticket.target)
         if source is None:
             return reject(f"{ticket.target} answers now")
@@ -669,7 +625,7 @@ class SourceRecovered(_Hypothesis):
     description = "a transient failure: the source answers again"
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
-        failed = {s["name"]: s for s in _need(results, OBSERVE)["failed_sources"]}
+        failed = {s["name"]: s for s in need(results, OBSERVE)["failed_sources"]}
         if ticket.target in failed:
             return reject(f"{ticket.target} still fails: {failed[ticket.target]['reason']}")
         claim = f"{ticket.target} is not among the failed sources"

@@ -6,24 +6,20 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from operator_console.agent.base import Toolbox, ToolHandler, ToolOutput, ToolSpec
+from operator_console.contract import ActionCatalog, Toolbox, ToolOutput, ToolSpec, only_fields
 from operator_console.domain import Observation
+from operator_console.subjects.ratelimiter.backend import Backend
 from operator_console.subjects.ratelimiter.observer import (
     NodeView,
     RateLimiterState,
     StoreView,
     _parse_metrics,
 )
-
-if TYPE_CHECKING:
-    from operator_console.actions.catalog import ActionCatalog
-    from operator_console.lab.ratelimiter.cluster import RateLimiterCluster
-    from operator_console.subjects.ratelimiter import RateLimiterWorkload
 
 ObserverGetter = Callable[[], Awaitable[Observation]]
 
@@ -42,10 +38,7 @@ _NODE_SCHEMA: dict[str, Any] = {
 _EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
-def _only(tool_input: Mapping[str, Any], *allowed: str) -> None:
-    extra = sorted(set(tool_input) - set(allowed))
-    if extra:
-        raise ValueError(f"unexpected field(s) {', '.join(extra)}")
+_only = only_fields
 
 
 def _rounded(value: float | None, digits: int = 1) -> float | None:
@@ -121,15 +114,8 @@ def _keys(state: RateLimiterState) -> dict[str, dict[str, Any]]:
 class RateLimiterTools:
     """The handlers behind the toolbox; every one reads, none changes the lab."""
 
-    def __init__(
-        self,
-        cluster: RateLimiterCluster,
-        workload: RateLimiterWorkload,
-        observe: ObserverGetter,
-        catalog: ActionCatalog,
-    ) -> None:
-        self.cluster = cluster
-        self.workload = workload
+    def __init__(self, backend: Backend, observe: ObserverGetter, catalog: ActionCatalog) -> None:
+        self.backend = backend
         self._observe = observe
         self.catalog = catalog
 
@@ -145,8 +131,8 @@ class RateLimiterTools:
     def _node(self, tool_input: Mapping[str, Any]) -> str:
         _only(tool_input, "node")
         node = tool_input.get("node")
-        if node not in self.cluster.node_names:
-            raise ValueError(f"unknown node {node!r} (nodes: {', '.join(self.cluster.node_names)})")
+        if node not in self.backend.node_names:
+            raise ValueError(f"unknown node {node!r} (nodes: {', '.join(self.backend.node_names)})")
         return str(node)
 
     async def _clock_offsets(self, state: RateLimiterState) -> dict[str, float]:
@@ -155,7 +141,7 @@ class RateLimiterTools:
             if not (view.reachable and view.store_reachable):
                 continue
             try:
-                response = await self.cluster.http.get(
+                response = await self.backend.http.get(
                     f"{view.url}/api/nodes", timeout=_PROBE_TIMEOUT_S
                 )
                 response.raise_for_status()
@@ -172,12 +158,6 @@ class RateLimiterTools:
                     continue
             return offsets
         return {}
-
-    def _link(self, node: str) -> dict[str, Any] | None:
-        try:
-            return dict(self.cluster.proxy(node).state)
-        except RuntimeError:
-            return None
 
     # -- tools -----------------------------------------------------------------------------
 
@@ -216,13 +196,14 @@ class RateLimiterTools:
         view = state.nodes[node]
         detail = asdict(view)
         detail["state"] = view.state
-        detail["process"] = self.cluster.node_status(node)
-        detail["link"] = self._link(node)
-        detail["drained"] = node in self.workload.drained
+        detail["process"] = self.backend.node_status(node)
+        detail["link"] = self.backend.link(node)
+        workload = self.backend.workload
+        detail["drained"] = workload is not None and node in workload.drained
         detail["limits_differing"] = _limits_differing(state, view)
         detail["store_config_version"] = state.store.config_version
         detail["store_reachable_from_console"] = state.store.reachable
-        detail["config_refresh_s"] = self.cluster.config_refresh_s
+        detail["config_refresh_s"] = self.backend.config_refresh_s
         detail["clock_offset_ms"] = (await self._clock_offsets(state)).get(node)
         if state.workload is not None:
             detail["clients"] = state.workload.per_target.get(node)
@@ -232,8 +213,8 @@ class RateLimiterTools:
         _only(tool_input)
         _, state = await self._state()
         detail = _store_summary(state.store)
-        detail["process"] = self.cluster.store_status()
-        detail["pid"] = self.cluster.store.pid
+        detail["process"] = self.backend.store_status()
+        detail["pid"] = self.backend.store_pid()
         detail["nodes_reaching_it"] = sorted(
             n for n, v in state.nodes.items() if v.store_reachable is True
         )
@@ -244,9 +225,9 @@ class RateLimiterTools:
 
     async def node_metrics(self, tool_input: Mapping[str, Any]) -> ToolOutput:
         node = self._node(tool_input)
-        url = f"{self.cluster.node_url(node)}/metrics"
+        url = f"{self.backend.node_url(node)}/metrics"
         try:
-            response = await self.cluster.http.get(url, timeout=_PROBE_TIMEOUT_S)
+            response = await self.backend.http.get(url, timeout=_PROBE_TIMEOUT_S)
             response.raise_for_status()
         except httpx.HTTPError as exc:
             reason = "timed out" if isinstance(exc, httpx.TimeoutException) else str(exc)
@@ -258,21 +239,18 @@ class RateLimiterTools:
     async def tail_log(self, tool_input: Mapping[str, Any]) -> ToolOutput:
         _only(tool_input, "process", "lines")
         process = tool_input.get("process")
-        known = [*self.cluster.node_names, STORE_PROCESS]
+        known = [*self.backend.node_names, STORE_PROCESS]
         if process not in known:
             raise ValueError(f"unknown process {process!r} (processes: {', '.join(known)})")
         lines = tool_input.get("lines", DEFAULT_LOG_LINES)
         if isinstance(lines, bool) or not isinstance(lines, int) or not 1 <= lines <= MAX_LOG_LINES:
             raise ValueError(f"lines must be an integer from 1 to {MAX_LOG_LINES}")
-        name = self.cluster.store.name if process == STORE_PROCESS else str(process)
-        supervisor = self.cluster.supervisor
-        text = await asyncio.to_thread(supervisor.log_tail, name, lines)
+        found = await asyncio.to_thread(self.backend.log, str(process), lines)
+        if found is None:
+            return ToolOutput(f"no log of {process} here: the console did not start it", True)
+        path, text = found
         return ToolOutput.of(
-            {
-                "process": process,
-                "path": str(supervisor.log_path(name)),
-                "lines": text.splitlines() if text else [],
-            }
+            {"process": process, "path": path, "lines": text.splitlines() if text else []}
         )
 
     async def list_actions(self, tool_input: Mapping[str, Any]) -> ToolOutput:
@@ -286,7 +264,8 @@ class RateLimiterTools:
                 for name, prop in schema.get("properties", {}).items()
             }
             actions.append({**spec, "params": params})
-        return ToolOutput.of({"actions": actions})
+        unavailable = [{"name": n, "why": why} for n, why in self.catalog.unavailable.items()]
+        return ToolOutput.of({"actions": actions, "not_available_here": unavailable})
 
 
 def _param_text(prop: Mapping[str, Any], required: bool) -> str:
@@ -334,31 +313,11 @@ def parse_node_metrics(text: str) -> dict[str, Any]:
     return out
 
 
-class _GuardedToolbox(Toolbox):
-    """A lab that cannot be read gives the investigation an error result, not a crash."""
-
-    def add(self, spec: ToolSpec, handler: ToolHandler) -> None:
-        async def guarded(tool_input: Mapping[str, Any]) -> ToolOutput:
-            try:
-                return await handler(tool_input)
-            except (ValueError, KeyError, TypeError):
-                raise  # the toolbox reports these as rejected input
-            except (RuntimeError, OSError, httpx.HTTPError) as exc:
-                return ToolOutput(f"tool {spec.name} could not read the lab: {exc}", True)
-
-        super().add(spec, guarded)
-
-
-def build_toolbox(
-    cluster: RateLimiterCluster,
-    workload: RateLimiterWorkload,
-    observe: ObserverGetter,
-    catalog: ActionCatalog,
-) -> Toolbox:
-    """The read-only tools one investigation may call."""
-    tools = RateLimiterTools(cluster, workload, observe, catalog)
-    box = _GuardedToolbox()
-    processes = [*cluster.node_names, STORE_PROCESS]
+def build_toolbox(backend: Backend, observe: ObserverGetter, catalog: ActionCatalog) -> Toolbox:
+    """The read-only tools one investigation may call (no log tool without the processes)."""
+    tools = RateLimiterTools(backend, observe, catalog)
+    box = Toolbox(unavailable=(RuntimeError, OSError, httpx.HTTPError))
+    processes = [*backend.node_names, STORE_PROCESS]
     box.add(
         ToolSpec(
             "observe",
@@ -396,6 +355,21 @@ def build_toolbox(
         ),
         tools.node_metrics,
     )
+    if backend.processes:
+        _add_log_tool(box, tools, processes)
+    box.add(
+        ToolSpec(
+            "list_actions",
+            "The actions that may be proposed, with their parameters, risk and what they restore; "
+            "and those this console cannot do here, with the reason.",
+            _EMPTY_SCHEMA,
+        ),
+        tools.list_actions,
+    )
+    return box
+
+
+def _add_log_tool(box: Toolbox, tools: RateLimiterTools, processes: list[str]) -> None:
     box.add(
         ToolSpec(
             "tail_log",
@@ -417,12 +391,3 @@ def build_toolbox(
         ),
         tools.tail_log,
     )
-    box.add(
-        ToolSpec(
-            "list_actions",
-            "The actions that may be proposed, with their parameters, risk and what they restore.",
-            _EMPTY_SCHEMA,
-        ),
-        tools.list_actions,
-    )
-    return box

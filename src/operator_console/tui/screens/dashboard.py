@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -17,11 +16,14 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState
 
-from operator_console.actions.store import ActionRepository, ApprovalError, Mode
-from operator_console.events import Event
-from operator_console.runtime import RunOptions, Runtime
+from operator_console.actions.store import ApprovalError, Mode
+from operator_console.contract import ClusterView, SeriesSpec
+from operator_console.domain import events as ev
+from operator_console.domain.events import Event
+from operator_console.runtime import RunOptions, RunPlan, Runtime
 from operator_console.scenarios.model import Scenario
 from operator_console.scenarios.runner import RunOutcome, ScenarioRunner
+from operator_console.scenarios.watch import WatchRunner
 from operator_console.settings import Settings
 from operator_console.tui.messages import BusEvent, ObservationUpdate
 from operator_console.tui.screens.records import AuditScreen, TicketsScreen
@@ -34,10 +36,6 @@ from operator_console.tui.widgets.workload import WorkloadPanel
 
 PERSON = "person:console"
 MODE_CYCLE = (Mode.OBSERVE, Mode.APPROVE, Mode.AUTO)
-TICKET_EVENTS = frozenset(
-    {"ticket_opened", "ticket_updated", "ticket_resolved", "ticket_escalated"}
-)
-OPEN_ACTION_STATES = frozenset({"proposed"})
 LOOPS = frozenset({"monitor", "agent", "executor"})
 
 
@@ -57,23 +55,36 @@ class DashboardScreen(Screen[None]):
 
     def __init__(
         self,
-        scenario: Scenario,
+        scenario: Scenario | None,
         settings: Settings,
         engine: Engine,
         *,
         pace: float = 1.0,
         options: RunOptions | None = None,
+        watch: tuple[RunPlan, float | None] | None = None,
     ) -> None:
         super().__init__()
         self.scenario = scenario
         self.engine = engine
         opts = options or RunOptions()
+        if scenario is not None:
+            plan = scenario.plan
+            self.title_text = scenario.title
+        else:
+            assert watch is not None, "a scenario or a cluster to watch"
+            plan = watch[0]
+            self.title_text = f"watching {plan.subject}"
         self.runtime = Runtime(
-            scenario, settings, engine, agent=opts.agent, brain=opts.brain, mode=opts.mode
+            plan, settings, engine, agent=opts.agent, brain=opts.brain, mode=opts.mode
         )
         self.runtime.spawn = self._spawn_loop
-        self.runner = ScenarioRunner(self.runtime, pace=pace, auto_advance=False)
-        self.actions = ActionRepository(engine)
+        self.runner: ScenarioRunner | WatchRunner
+        if scenario is not None:
+            self.runner = ScenarioRunner(self.runtime, scenario, pace=pace, auto_advance=False)
+        else:
+            assert watch is not None
+            self.runner = WatchRunner(self.runtime, duration=watch[1])
+        self.decisions = self.runtime.decisions
         self.mode: Mode | None = None
         self.pending: dict[int, dict[str, Any]] = {}
         self.diagnoses: dict[int, dict[str, Any]] = {}
@@ -81,7 +92,7 @@ class DashboardScreen(Screen[None]):
         self._asking: set[int] = set()
         self._remove_listener = self.runtime.bus.add_listener(self._relay)
         self._worker: Worker[RunOutcome] | None = None
-        self._covered_state: dict[str, Any] | None = None
+        self._covered_view: ClusterView | None = None
         self._covered_samples = False
 
     def compose(self) -> ComposeResult:
@@ -97,7 +108,7 @@ class DashboardScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = self.scenario.title
+        self.sub_title = self.title_text
         self._worker = self.run_scenario()
 
     async def on_unmount(self) -> None:
@@ -106,7 +117,7 @@ class DashboardScreen(Screen[None]):
 
     def _relay(self, event: Event) -> None:
         """Bus listener (runs on the app's loop): turn events into messages, nothing more."""
-        if event.name == "observation":
+        if isinstance(event, ev.Observed):
             self.post_message(ObservationUpdate(event))
         else:
             self.post_message(BusEvent(event))
@@ -151,72 +162,83 @@ class DashboardScreen(Screen[None]):
     # screen behind a modal re-renders all of it, and the person is reading the dialog.
 
     def on_observation_update(self, message: ObservationUpdate) -> None:
-        state = message.event.fields.get("state") or {}
+        view = ClusterView.from_dict(message.event.panel)
         if self.is_active:
-            self.query_one(ClusterPanel).show_state(state)
+            self.query_one(ClusterPanel).show_view(view)
         else:
-            self._covered_state = state
+            self._covered_view = view
 
     def on_screen_resume(self) -> None:
-        state, self._covered_state = self._covered_state, None
+        view, self._covered_view = self._covered_view, None
         with self.app.batch_update():
-            if state is not None:
-                self.query_one(ClusterPanel).show_state(state)
+            if view is not None:
+                self.query_one(ClusterPanel).show_view(view)
             if self._covered_samples:
                 self._covered_samples = False
                 self.query_one(WorkloadPanel).redraw()
 
     def on_bus_event(self, message: BusEvent) -> None:
         event = message.event
-        f = event.fields
-        name = event.name
         with self.app.batch_update():
-            if name == "workload_sample":
+            if isinstance(event, ev.WorkloadSampled):
+                workload = self.query_one(WorkloadPanel)
                 if self.is_active:
-                    self.query_one(WorkloadPanel).add_sample(f)
-                    self.query_one(TicketsPanel).tick(event.at)
+                    workload.add_sample(event.t, event.values)
+                    if event.at is not None:
+                        self.query_one(TicketsPanel).tick(event.at)
                 else:
-                    self.query_one(WorkloadPanel).record(f)
+                    workload.record(event.t, event.values)
                     self._covered_samples = True
                 return
-            self.query_one(Transcript).show(name, f)
-            narration = self.query_one(NarrationPanel)
-            match name:
-                case "chapter_entered":
-                    narration.chapter(f)
-                case "fault_countdown":
-                    narration.countdown(f)
-                case "fault_injected":
-                    narration.fault(f)
-                case "fault_cleared":
-                    narration.fault_cleared(f)
-                case "run_finished":
-                    narration.finished(f)
-                    problems = (f.get("summary") or {}).get("problems") or []
-                    if problems:
-                        self.notify("\n".join(problems), title="Run FAILED", severity="error")
-                    else:
-                        self.notify("the run finished and the cluster is healthy", title="Run OK")
-                case "wait_timed_out":
-                    self.notify(str(f.get("problem")), severity="warning")
-                case "agent_ready" | "mode_changed":
-                    self.mode = Mode(f["mode"])
-                    self.sub_title = f"{self.scenario.title} · mode {self.mode.value}"
-                case "diagnosis_ready":
-                    self.diagnoses[int(f["ticket_id"])] = dict(f)
-            if name in TICKET_EVENTS:
-                self._ticket(f, event.at)
-            if name.startswith("action_") and "action_id" in f:
-                self._action(name, f)
+            self.query_one(Transcript).show(event)
+            self._narrate(event)
+            if isinstance(event, ev.TicketEvent):
+                self._ticket(event)
+            elif isinstance(event, ev.ActionEvent):
+                self._action(event)
 
-    def _ticket(self, f: dict[str, Any], at: datetime) -> None:
-        self.query_one(TicketsPanel).show(f, at)
-        ticket_id = int(f["ticket_id"])
-        target = str(f.get("target", ""))
-        if f.get("state") == "resolved":
-            self.open_tickets.pop(ticket_id, None)
+    def _narrate(self, event: Event) -> None:
+        narration = self.query_one(NarrationPanel)
+        workload = self.query_one(WorkloadPanel)
+        match event:
+            case ev.ClusterReady():
+                workload.configure(SeriesSpec(**spec) for spec in event.series)
+                if self.scenario is None:
+                    narration.watching(event.about)
+            case ev.ChapterEntered():
+                narration.chapter(event.fields())
+            case ev.FaultCountdown():
+                narration.countdown(event.fields())
+            case ev.FaultInjected():
+                narration.fault(event.fields())
+                workload.mark(event.t, f"fault {event.kind}", "error")
+            case ev.FaultCleared():
+                narration.fault_cleared(event.fields())
+            case ev.TicketOpened():
+                workload.mark(event.t, f"#{event.ticket_id}", "warning")
+            case ev.RunFinished():
+                narration.finished(event.fields())
+                problems = event.summary.get("problems") or []
+                if problems:
+                    self.notify("\n".join(problems), title="Run FAILED", severity="error")
+                else:
+                    self.notify("the run finished and the cluster is healthy", title="Run OK")
+            case ev.WaitTimedOut():
+                self.notify(event.problem, severity="warning")
+            case ev.AgentReady() | ev.ModeChanged():
+                self.mode = Mode(event.mode)
+                self.sub_title = f"{self.title_text} · mode {self.mode.value}"
+            case ev.DiagnosisReady():
+                self.diagnoses[event.ticket_id] = event.fields()
+
+    def _ticket(self, event: ev.TicketEvent) -> None:
+        assert event.at is not None
+        self.query_one(TicketsPanel).show(event.fields(), event.at)
+        target = event.target
+        if event.state == "resolved":
+            self.open_tickets.pop(event.ticket_id, None)
         else:
-            self.open_tickets[ticket_id] = (target, str(f.get("invariant", "")))
+            self.open_tickets[event.ticket_id] = (target, event.invariant)
         names = [
             f"#{tid} {invariant}"
             for tid, (named, invariant) in sorted(self.open_tickets.items())
@@ -224,21 +246,17 @@ class DashboardScreen(Screen[None]):
         ]
         self.query_one(ClusterPanel).flag(target, ", ".join(names) or None)
 
-    def _action(self, name: str, f: dict[str, Any]) -> None:
-        action_id = int(f["action_id"])
-        if f.get("state") in OPEN_ACTION_STATES:
-            self.pending[action_id] = dict(f)
-            if self._needs_person(f):
+    def _action(self, event: ev.ActionEvent) -> None:
+        action_id = event.action_id
+        if isinstance(event, ev.ActionProposed):
+            self.pending[action_id] = event.fields()
+            if event.decision == "await_approval":
                 self._ask(action_id)
-        else:
+        elif event.state != "proposed":
             self.pending.pop(action_id, None)
             screen = self.app.screen
             if isinstance(screen, ApprovalModal) and screen.action.get("action_id") == action_id:
                 screen.dismiss(None)  # decided elsewhere (CLI, policy, expiry, kill switch)
-
-    def _needs_person(self, f: dict[str, Any]) -> bool:
-        mode = self.mode or self.runtime.controls.mode()
-        return mode is Mode.APPROVE or (mode is Mode.AUTO and f.get("risk") == "high")
 
     # --- commands ----------------------------------------------------------------------
 
@@ -270,7 +288,7 @@ class DashboardScreen(Screen[None]):
     @work(group="decisions", exit_on_error=False)
     async def _approve(self, action_id: int) -> None:
         try:
-            await asyncio.to_thread(self.actions.approve, action_id, by=PERSON)
+            await asyncio.to_thread(self.decisions.approve, action_id, by=PERSON)
         except ApprovalError as exc:
             self.notify(str(exc), title="Not approved", severity="warning")
         else:
@@ -279,7 +297,7 @@ class DashboardScreen(Screen[None]):
     @work(group="decisions", exit_on_error=False)
     async def _reject(self, action_id: int, reason: str) -> None:
         try:
-            await asyncio.to_thread(self.actions.reject, action_id, by=PERSON, reason=reason)
+            await asyncio.to_thread(self.decisions.reject, action_id, by=PERSON, reason=reason)
         except ApprovalError as exc:
             self.notify(str(exc), title="Not rejected", severity="warning")
         else:
@@ -322,7 +340,7 @@ class DashboardScreen(Screen[None]):
             self.notify(str(exc), title="Mode unchanged", severity="warning")
             return
         self.mode = new
-        self.sub_title = f"{self.scenario.title} · mode {new.value}"
+        self.sub_title = f"{self.title_text} · mode {new.value}"
         self.notify(f"mode {new.value}")
 
     @work(group="controls", exclusive=True, exit_on_error=False)

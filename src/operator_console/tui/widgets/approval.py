@@ -36,6 +36,9 @@ class ApprovalModal(ModalScreen[bool]):
         body.append(json.dumps(a.get("params") or {}))
         body.append(f"\nrisk: {a.get('risk')}   ticket: #{a.get('ticket_id')}\n")
         body.append(f"reason: {a.get('reason') or '-'}\n")
+        if a.get("why"):
+            body.append("waits for you: ", style="bold")
+            body.append(f"{a.get('why')}\n")
         if d:
             confidence = d.get("confidence")
             sure = f" (confidence {confidence:.0%})" if isinstance(confidence, int | float) else ""

@@ -1,4 +1,4 @@
-"""The cluster panel: one keyed row per node and one for the store, updated in place."""
+"""The cluster panel: one keyed row per target the subject draws, updated in place."""
 
 from __future__ import annotations
 
@@ -9,100 +9,90 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-COLUMNS = ("target", "state", "health", "share", "ticket")
-TROUBLE = {"down": "error", "unreachable": "error", "paused": "warning", "degraded": "warning"}
+from operator_console.contract import ClusterView, PanelRow
 
-
-def _latency(value: Any) -> str:
-    return f"{value:.1f} ms" if isinstance(value, int | float) else "-"
-
-
-def node_shares(workload: dict[str, Any] | None) -> dict[str, float]:
-    """Each target's share of the offered load, from the observation's workload per_target."""
-    per_target = (workload or {}).get("per_target") or {}
-    offered = {name: float(stats.get("offered") or 0) for name, stats in per_target.items()}
-    total = sum(offered.values())
-    return {name: (value / total if total else 0.0) for name, value in offered.items()}
+BASE_COLUMNS = (("target", "target"), ("role", "role"), ("state", "state"), ("health", "health"))
+TONE_VARIABLE = {"ok": "success", "warning": "warning", "error": "error"}
 
 
 class ClusterPanel(Vertical):
-    """Nodes and store as the last observation saw them; a row an open ticket names is flagged."""
+    """Targets as the last observation saw them; a row an open ticket names is flagged."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.border_title = "Cluster"
         self._tickets: dict[str, str] = {}
-        self._last: dict[str, Any] | None = None
+        self._columns: tuple[str, ...] = ()
+        self._view: ClusterView | None = None
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Any] = DataTable(id="cluster-table", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield DataTable(
+            id="cluster-table", cursor_type="none", zebra_stripes=True, show_cursor=False
+        )
         yield Static("waiting for the cluster to start...", id="cluster-note")
 
-    def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for column in COLUMNS:
-            table.add_column(column, key=column)
+    def _colour(self, tone: str) -> str:
+        variable = TONE_VARIABLE.get(tone)
+        return self.app.get_css_variables().get(variable, "") if variable else ""
 
-    def _styled(self, state: str) -> Text:
-        tone = TROUBLE.get(state)
-        if tone is None and state != "up":
-            return Text(state, style="dim")
-        colour = self.app.get_css_variables().get(tone or "success", "")
-        return Text(state, style=f"bold {colour}".strip())
-
-    def _set_row(self, key: str, values: dict[str, Any]) -> None:
-        table = self.query_one(DataTable)
-        if key not in table.rows:
-            table.add_row(*(values[c] for c in COLUMNS), key=key)
-            return
-        for column in COLUMNS[1:]:
-            table.update_cell(key, column, values[column], update_width=True)
-
-    def show_state(self, state: dict[str, Any]) -> None:
-        """Apply one observation's subject state (RateLimiterState.to_dict)."""
-        self._last = state
-        nodes: dict[str, Any] = state.get("nodes") or {}
-        store: dict[str, Any] = state.get("store") or {}
-        shares = node_shares(state.get("workload"))
-        states: list[str] = []
-        for name, node in nodes.items():
-            node_state = str(node.get("state", "?"))
-            states.append(node_state)
-            self._set_row(
-                name,
-                {
-                    "target": name,
-                    "state": self._styled(node_state),
-                    "health": _latency(node.get("health_latency_ms")),
-                    "share": f"{shares.get(name, 0.0):.0%}",
-                    "ticket": self._ticket_cell(name),
-                },
-            )
-        if store:
-            store_state = str(store.get("state", "?"))
-            states.append(store_state)
-            self._set_row(
-                "store",
-                {
-                    "target": "store",
-                    "state": self._styled(store_state),
-                    "health": _latency(store.get("latency_ms")),
-                    "share": "-",
-                    "ticket": self._ticket_cell("store"),
-                },
-            )
-        self.set_class(any(s in ("down", "unreachable") for s in states), "-down")
-        self.set_class("paused" in states, "-paused")
-        note = self.query_one("#cluster-note", Static)
-        note.update(f"{len(nodes)} nodes, store {store.get('state', '?')}")
+    def _state_cell(self, row: PanelRow) -> Text:
+        if row.tone == "muted":
+            return Text(row.state, style="dim")
+        return Text(row.state, style=f"bold {self._colour(row.tone)}".strip())
 
     def _ticket_cell(self, target: str) -> Text:
         label = self._tickets.get(target)
         if not label:
             return Text("")
-        colour = self.app.get_css_variables().get("warning", "")
-        return Text(label, style=f"bold {colour}".strip())
+        return Text(label, style=f"bold {self._colour('warning')}".strip())
+
+    def _ensure_columns(self, view: ClusterView) -> DataTable[Any]:
+        table: DataTable[Any] = self.query_one(DataTable)
+        columns = (
+            *(key for key, _ in BASE_COLUMNS),
+            *(c.key for c in view.columns),
+            "ticket",
+        )
+        if columns != self._columns:
+            table.clear(columns=True)
+            for key, label in (*BASE_COLUMNS, *((c.key, c.label) for c in view.columns)):
+                table.add_column(label, key=key)
+            table.add_column("ticket", key="ticket")
+            self._columns = columns
+        return table
+
+    def _cells(self, row: PanelRow) -> dict[str, Text]:
+        cells = {
+            "target": Text(row.target),
+            "role": Text(row.role),
+            "state": self._state_cell(row),
+            "health": Text(row.health or "-"),
+            "ticket": self._ticket_cell(row.target),
+        }
+        for key in self._columns:
+            if key not in cells:
+                cells[key] = Text(row.cells.get(key, ""))
+        return cells
+
+    def show_view(self, view: ClusterView) -> None:
+        """Apply one observation's panel: keyed rows, updated cell by cell."""
+        self._view = view
+        table = self._ensure_columns(view)
+        keys = {row.target for row in view.rows}
+        for row_key in list(table.rows):
+            if row_key.value not in keys:
+                table.remove_row(row_key)
+        for row in view.rows:
+            cells = self._cells(row)
+            if row.target not in table.rows:
+                table.add_row(*(cells[c] for c in self._columns), key=row.target)
+                continue
+            for column in self._columns[1:]:
+                table.update_cell(row.target, column, cells[column], update_width=True)
+        tones = {row.tone for row in view.rows}
+        self.set_class("error" in tones, "-down")
+        self.set_class("warning" in tones and "error" not in tones, "-paused")
+        self.query_one("#cluster-note", Static).update(Text(view.note))
 
     def flag(self, target: str, label: str | None) -> None:
         """Mark (or clear, with None) the open ticket that names `target`."""
@@ -110,6 +100,6 @@ class ClusterPanel(Vertical):
             self._tickets.pop(target, None)
         else:
             self._tickets[target] = label
-        table = self.query_one(DataTable)
-        if target in table.rows:
+        table: DataTable[Any] = self.query_one(DataTable)
+        if target in table.rows and "ticket" in self._columns:
             table.update_cell(target, "ticket", self._ticket_cell(target), update_width=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
@@ -33,6 +34,12 @@ class NarrationPanel(Vertical):
         self.query_one("#countdown", Static).update("")
         last = index == total
         self.keys_hint("space: finish the run" if last else "space / →: next chapter")
+
+    def watching(self, about: str) -> None:
+        """A cluster the console did not start: no chapters, no faults."""
+        self.query_one("#chapter-title", Static).update("[b]Watching[/] a running cluster")
+        self.query_one("#chapter-text", Static).update(Text(about))
+        self.keys_hint("no chapters, no fault injection")
 
     def countdown(self, f: dict[str, Any]) -> None:
         seconds = float(f.get("seconds") or 0)

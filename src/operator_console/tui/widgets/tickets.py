@@ -38,7 +38,9 @@ class TicketsPanel(Vertical):
         self._now: datetime | None = None
 
     def compose(self) -> ComposeResult:
-        yield DataTable(id="tickets-table", cursor_type="row", zebra_stripes=True)
+        yield DataTable(
+            id="tickets-table", cursor_type="none", zebra_stripes=True, show_cursor=False
+        )
 
     def on_mount(self) -> None:
         table: DataTable[Any] = self.query_one(DataTable)

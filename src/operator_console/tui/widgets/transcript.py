@@ -9,21 +9,24 @@ from typing import Any
 from rich.markup import escape
 from textual.widgets import RichLog
 
+from operator_console.domain import events as ev
+
 RESULT_CHARS = 160
-ACTION_VERBS = {
-    "action_proposed": "proposed",
-    "action_approved": "approved",
-    "action_rejected": "rejected",
-    "action_expired": "expired",
-    "action_cancelled": "cancelled",
-    "action_executing": "executing",
-    "action_succeeded": "succeeded",
-    "action_failed": "failed",
-    "action_verified": "verified",
-    "action_not_verified": "NOT verified",
-    "action_invalid": "refused",
-    "action_interrupted": "interrupted",
+ACTION_VERBS: dict[type[ev.Event], str] = {
+    ev.ActionProposed: "proposed",
+    ev.ActionApproved: "approved",
+    ev.ActionRejected: "rejected",
+    ev.ActionExpired: "expired",
+    ev.ActionCancelled: "cancelled",
+    ev.ActionExecuting: "executing",
+    ev.ActionSucceeded: "succeeded",
+    ev.ActionFailed: "failed",
+    ev.ActionVerified: "verified",
+    ev.ActionNotVerified: "NOT verified",
+    ev.ActionInvalid: "refused",
+    ev.ActionInterrupted: "interrupted",
 }
+TROUBLE = (ev.ActionFailed, ev.ActionNotVerified, ev.ActionInvalid)
 
 
 THEME_COLOUR = re.compile(r"\$([a-z-]+)")
@@ -58,31 +61,28 @@ class Transcript(RichLog):
     def _settled(self) -> None:
         self._following = False
 
-    def show(self, name: str, f: dict[str, Any]) -> None:
+    def show(self, event: ev.Event) -> None:
         """Render one agent or action event; other events are ignored."""
-        match name:
-            case "agent_ready":
-                self.say(f"[b]brain:[/] {escape(str(f.get('why')))} · mode [b]{f.get('mode')}[/]")
-            case "agent_started":
+        match event:
+            case ev.AgentReady():
+                self.say(f"[b]brain:[/] {escape(event.why)} · mode [b]{event.mode}[/]")
+            case ev.AgentStarted():
                 self.say(
-                    f"\n[b]{escape(str(f.get('brain')))}[/] investigates ticket "
-                    f"#{f.get('ticket_id')} ({escape(str(f.get('invariant')))} "
-                    f"on {escape(str(f.get('target')))})"
+                    f"\n[b]{escape(event.brain)}[/] investigates ticket "
+                    f"#{event.ticket_id} ({escape(event.invariant)} on {escape(event.target)})"
                 )
-            case "agent_step":
-                self._step(f)
-            case "diagnosis_ready":
-                self._diagnosis(f)
-            case "ticket_escalated":
-                self.say(
-                    f"[$warning]escalated #{f.get('ticket_id')}: {escape(str(f.get('reason')))}[/]"
-                )
-            case "mode_changed":
-                self.say(f"mode [b]{f.get('mode')}[/] (was {f.get('previous')})")
-            case "kill_switch":
-                self.say(f"[$error b]KILL SWITCH {'ON' if f.get('on') else 'off'}[/]")
-            case _ if name in ACTION_VERBS:
-                self._action(name, f)
+            case ev.AgentStep():
+                self._step(event.fields())
+            case ev.DiagnosisReady():
+                self._diagnosis(event.fields())
+            case ev.TicketEscalated():
+                self.say(f"[$warning]escalated #{event.ticket_id}: {escape(event.reason)}[/]")
+            case ev.ModeChanged():
+                self.say(f"mode [b]{event.mode}[/] (was {event.previous})")
+            case ev.KillSwitch():
+                self.say(f"[$error b]KILL SWITCH {'ON' if event.on else 'off'}[/]")
+            case _ if type(event) in ACTION_VERBS:
+                self._action(event)
 
     def _step(self, f: dict[str, Any]) -> None:
         kind = f.get("kind")
@@ -96,8 +96,10 @@ class Transcript(RichLog):
             self.say(f"  {escape(str(f.get('text', '')).strip())}")
 
     def _diagnosis(self, f: dict[str, Any]) -> None:
+        confidence = f.get("confidence")
+        sure = f"confidence {confidence:.0%}" if isinstance(confidence, int | float) else "-"
         self.say(
-            f"[b $success]diagnosis #{f.get('ticket_id')}[/] (confidence {f.get('confidence')}): "
+            f"[b $success]diagnosis #{f.get('ticket_id')}[/] ({sure}): "
             f"{escape(str(f.get('root_cause')))}"
         )
         for item in f.get("evidence") or []:
@@ -111,14 +113,13 @@ class Transcript(RichLog):
             params = json.dumps(rec.get("params") or {})
             self.say(f"  recommends: [b]{escape(str(rec.get('action')))}[/] {escape(params)}")
 
-    def _action(self, name: str, f: dict[str, Any]) -> None:
-        verb = ACTION_VERBS[name]
-        tone = (
-            "$error"
-            if name in ("action_failed", "action_not_verified", "action_invalid")
-            else "$primary"
-        )
+    def _action(self, event: ev.Event) -> None:
+        verb = ACTION_VERBS[type(event)]
+        f = event.fields()
+        tone = "$error" if isinstance(event, TROUBLE) else "$primary"
         detail = f.get("error") or f.get("detail") or f.get("result") or ""
+        if isinstance(event, ev.ActionProposed) and event.decision:
+            detail = event.why
         by = f" by {f.get('by')}" if f.get("by") else ""
         params = json.dumps(f.get("params") or {}, default=str)
         line = (

@@ -5,20 +5,10 @@ from __future__ import annotations
 import json
 
 import click
-from sqlalchemy.engine import Engine
 
 from operator_console.actions.store import ActionRepository, ApprovalError, Controls, Mode
+from operator_console.cli.context import cli_context, db_option
 from operator_console.db.models import ActionRow
-
-_DB_HELP = "SQLAlchemy database URL (default: the console's own; env OPERATOR_CONSOLE_DB)."
-
-
-def _engine(db: str | None) -> Engine:
-    # Imported here: cli.py imports this module to register the groups.
-    from operator_console.cli import _engine as engine_for
-    from operator_console.cli import _settings
-
-    return engine_for(_settings(db))
 
 
 def _line(row: ActionRow) -> str:
@@ -35,16 +25,14 @@ def actions() -> None:
 
 
 @actions.command("list")
-@click.option("--db", "db", metavar="URL", help=_DB_HELP)
+@db_option
 @click.option("--state", "states", multiple=True, help="Only actions in this state.")
 @click.option("--run", "run_id", help="Only actions of this run.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def actions_list(
-    db: str | None, states: tuple[str, ...], run_id: str | None, limit: int, as_json: bool
-) -> None:
+def actions_list(states: tuple[str, ...], run_id: str | None, limit: int, as_json: bool) -> None:
     """Newest first; `--state proposed` shows what waits for a decision."""
-    rows = ActionRepository(_engine(db)).find(
+    rows = ActionRepository(cli_context().engine).find(
         run_id=run_id, states=list(states) or None, limit=limit
     )
     if as_json:
@@ -60,11 +48,11 @@ def actions_list(
 
 @actions.command("show")
 @click.argument("action_id", type=int)
-@click.option("--db", "db", metavar="URL", help=_DB_HELP)
+@db_option
 @click.option("--json", "as_json", is_flag=True)
-def actions_show(action_id: int, db: str | None, as_json: bool) -> None:
+def actions_show(action_id: int, as_json: bool) -> None:
     """Everything about one action."""
-    row = ActionRepository(_engine(db)).get(action_id)
+    row = ActionRepository(cli_context().engine).get(action_id)
     if row is None:
         raise click.ClickException(f"no action {action_id}; see `operator-console actions list`")
     data = row.to_dict()
@@ -78,11 +66,11 @@ def actions_show(action_id: int, db: str | None, as_json: bool) -> None:
 
 @actions.command("approve")
 @click.argument("action_id", type=int)
-@click.option("--db", "db", metavar="URL", help=_DB_HELP)
+@db_option
 @click.option("--reason", default="", help="Why (kept in the audit log).")
-def actions_approve(action_id: int, db: str | None, reason: str) -> None:
+def actions_approve(action_id: int, reason: str) -> None:
     """Approve one proposed action (single use, bound to its exact parameters, expires)."""
-    engine = _engine(db)
+    engine = cli_context().engine
     try:
         approval = ActionRepository(engine).approve(action_id, by="person:cli", reason=reason)
     except ApprovalError as exc:
@@ -95,12 +83,12 @@ def actions_approve(action_id: int, db: str | None, reason: str) -> None:
 
 @actions.command("reject")
 @click.argument("action_id", type=int)
-@click.option("--db", "db", metavar="URL", help=_DB_HELP)
+@db_option
 @click.option("--reason", required=True, help="Why (kept in the audit log).")
-def actions_reject(action_id: int, db: str | None, reason: str) -> None:
+def actions_reject(action_id: int, reason: str) -> None:
     """Reject one proposed (or approved, not yet running) action."""
     try:
-        ActionRepository(_engine(db)).reject(action_id, by="person:cli", reason=reason)
+        ActionRepository(cli_context().engine).reject(action_id, by="person:cli", reason=reason)
     except ApprovalError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"rejected action {action_id}")
@@ -112,25 +100,25 @@ def kill_switch() -> None:
 
 
 @kill_switch.command("on")
-@click.option("--db", "db", metavar="URL", help=_DB_HELP)
-def kill_switch_on(db: str | None) -> None:
-    cancelled = Controls(_engine(db)).set_kill_switch(True, by="person:cli")
+@db_option
+def kill_switch_on() -> None:
+    cancelled = Controls(cli_context().engine).set_kill_switch(True, by="person:cli")
     click.echo(
         f"kill switch ON: mode forced to observe, {len(cancelled)} pending action(s) cancelled"
     )
 
 
 @kill_switch.command("off")
-@click.option("--db", "db", metavar="URL", help=_DB_HELP)
-def kill_switch_off(db: str | None) -> None:
-    Controls(_engine(db)).set_kill_switch(False, by="person:cli")
+@db_option
+def kill_switch_off() -> None:
+    Controls(cli_context().engine).set_kill_switch(False, by="person:cli")
     click.echo("kill switch off; mode stays observe until changed (run --mode ...)")
 
 
 @kill_switch.command("status")
-@click.option("--db", "db", metavar="URL", help=_DB_HELP)
-def kill_switch_status(db: str | None) -> None:
-    controls = Controls(_engine(db))
+@db_option
+def kill_switch_status() -> None:
+    controls = Controls(cli_context().engine)
     state = "ON" if controls.kill_switch() else "off"
     click.echo(f"kill switch {state}; mode {controls.mode().value}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -125,24 +126,8 @@ class TicketState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WorkloadSample:
-    """One second of workload as the load generator saw it."""
+    """One second of traffic as the subject's workload saw it: a value per series, per target."""
 
     at: datetime
-    offered: int
-    allowed: int
-    denied: int
-    errors: int
-    p50_ms: float | None
-    p99_ms: float | None
-    per_target: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "offered": self.offered,
-            "allowed": self.allowed,
-            "denied": self.denied,
-            "errors": self.errors,
-            "p50_ms": self.p50_ms,
-            "p99_ms": self.p99_ms,
-            "per_target": self.per_target,
-        }
+    values: Mapping[str, float | None]
+    per_target: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -9,20 +9,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from operator_console.audit import AuditLog, redact
+from operator_console.cli.context import cli_context, db_option
 
 if TYPE_CHECKING:
     from operator_console.audit import AuditRow
 
-_DB_HELP = (
-    "SQLAlchemy database URL (default: SQLite in the user data folder; env OPERATOR_CONSOLE_DB)."
-)
 
-
-def _audit_log(db: str | None) -> AuditLog:
-    # Imported here: cli.py imports this module to register the group.
-    from operator_console.cli import _engine, _settings
-
-    return AuditLog(_engine(_settings(db)))
+def _audit_log() -> AuditLog:
+    return AuditLog(cli_context().engine)
 
 
 def _row_data(row: AuditRow) -> dict[str, Any]:
@@ -42,14 +36,13 @@ def audit() -> None:
 
 
 @audit.command("list")
-@click.option("--db", "db", metavar="URL", help=_DB_HELP)
+@db_option
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--kind", help="Only rows of this kind (e.g. approval, kill_switch).")
 @click.option("--ticket", "ticket_id", type=int, help="Only rows about this ticket.")
 @click.option("--run", "run_id", help="Only rows of this run.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row.")
 def audit_list(
-    db: str | None,
     limit: int,
     kind: str | None,
     ticket_id: int | None,
@@ -57,7 +50,7 @@ def audit_list(
     as_json: bool,
 ) -> None:
     """Newest rows first."""
-    rows = _audit_log(db).list(limit=limit, kind=kind, ticket_id=ticket_id, run_id=run_id)
+    rows = _audit_log().list(limit=limit, kind=kind, ticket_id=ticket_id, run_id=run_id)
     if as_json:
         for row in rows:
             click.echo(json.dumps(_row_data(row), ensure_ascii=False))
@@ -77,11 +70,11 @@ def audit_list(
 
 @audit.command("show")
 @click.argument("row_id", metavar="ID", type=int)
-@click.option("--db", "db", metavar="URL", help=_DB_HELP)
+@db_option
 @click.option("--json", "as_json", is_flag=True)
-def audit_show(row_id: int, db: str | None, as_json: bool) -> None:
+def audit_show(row_id: int, as_json: bool) -> None:
     """One row in full, with its hashes."""
-    row = _audit_log(db).get(row_id)
+    row = _audit_log().get(row_id)
     if row is None:
         raise click.ClickException(f"no audit row {row_id}; see `operator-console audit list`")
     data = _row_data(row)
@@ -97,10 +90,10 @@ def audit_show(row_id: int, db: str | None, as_json: bool) -> None:
 
 
 @audit.command("verify")
-@click.option("--db", "db", metavar="URL", help=_DB_HELP)
-def audit_verify(db: str | None) -> None:
+@db_option
+def audit_verify() -> None:
     """Recompute every hash; exit 1 naming the first row that was changed, removed or reordered."""
-    result = _audit_log(db).verify()
+    result = _audit_log().verify()
     if result.ok:
         click.echo(f"audit chain ok: {result.rows} rows")
         return

@@ -10,6 +10,8 @@ import sys
 
 import click
 
+from operator_console.cli.context import cli_context, db_option
+
 _WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
 
 
@@ -62,20 +64,13 @@ def public_url(host: str, port: int) -> str:
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port."
 )
-@click.option(
-    "--db",
-    "db",
-    metavar="URL",
-    help="SQLAlchemy database URL for every browser session (default: SQLite in the user "
-    "data folder; env OPERATOR_CONSOLE_DB).",
-)
-def serve(host: str, port: int, db: str | None) -> None:
+@db_option
+def serve(host: str, port: int) -> None:
     """Serve the console to web browsers; each tab runs its own console."""
-    # Imported here: cli.py imports this module to register the command.
-    from operator_console.cli import _engine, _settings
-
+    context = cli_context()
     # A bad URL fails here in one line, not in every browser tab.
-    _engine(_settings(db)).dispose()
+    context.engine.dispose()
+    db = context.overrides.get("db")
     _check_port_free(host, port)
     if db:
         os.environ["OPERATOR_CONSOLE_DB"] = db  # inherited by each session's process

@@ -4,37 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from typing import TypeVar
 
-from operator_console.domain import utcnow
+from operator_console.domain.events import Event
+from operator_console.domain.model import utcnow
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One timeline entry: `t` is monotonic seconds since the run started."""
-
-    name: str
-    t: float
-    at: datetime
-    fields: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "t": round(self.t, 3),
-            "at": self.at.isoformat(),
-            "event": self.name,
-            **self.fields,
-        }
-
-
 Listener = Callable[[Event], None]
+E = TypeVar("E", bound=Event)
 
 
 class EventBus:
@@ -73,8 +56,9 @@ class EventBus:
 
         return remove
 
-    def publish(self, name: str, **fields: Any) -> Event:
-        event = Event(name=name, t=self.elapsed(), at=utcnow(), fields=fields)
+    def publish(self, event: E) -> E:
+        """Stamp the event with the run's clock and deliver it; returns the stamped event."""
+        event = dataclasses.replace(event, t=self.elapsed(), at=utcnow())
         loop = self._loop
         try:
             running = asyncio.get_running_loop()

@@ -1,0 +1,117 @@
+"""The one context every command shares: settings from the environment and flags, the engine."""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+from sqlalchemy.engine import Engine
+
+from operator_console.db import DatabaseError, create_db_engine, init_db
+from operator_console.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DB_HELP = (
+    "SQLAlchemy database URL (default: SQLite in the user data folder; env OPERATOR_CONSOLE_DB)."
+)
+
+
+@dataclass
+class CliContext:
+    """Settings and the database engine, built once per command, on first use."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _settings: Settings | None = None
+    _engine: Engine | None = None
+
+    def set(self, key: str, value: Any) -> None:
+        if value is not None:
+            self.overrides[key] = value
+            self._settings = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings(**self.overrides)
+        return self._settings
+
+    @property
+    def engine(self) -> Engine:
+        """The database, its tables created when missing; a bad URL is one clear line."""
+        if self._engine is None:
+            try:
+                engine = create_db_engine(self.settings.db_url)
+                init_db(engine)
+            except DatabaseError as exc:
+                raise click.ClickException(str(exc)) from None
+            self._engine = engine
+        return self._engine
+
+    def setup_logging(self) -> Path:
+        return setup_logging(self.settings)
+
+
+def cli_context() -> CliContext:
+    """The context of the command being run."""
+    return click.get_current_context().ensure_object(CliContext)
+
+
+def _set_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    ctx.ensure_object(CliContext).set("db", value)
+
+
+def db_option(func: F) -> F:
+    """`--db URL` on any command; it goes into the shared context."""
+    return click.option(
+        "--db",
+        metavar="URL",
+        help=DB_HELP,
+        expose_value=False,
+        callback=_set_db,
+        is_eager=True,
+    )(func)
+
+
+class _RedactingFilter(logging.Filter):
+    """Last line of defence: no secret reaches the log file, whoever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from operator_console.audit.redact import redact_text
+
+        message = record.getMessage()
+        cleaned = redact_text(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_stack_dump_file: IO[str] | None = None
+
+
+def setup_logging(settings: Settings) -> Path:
+    """Log to a file: the terminal belongs to the timeline and the console."""
+    global _stack_dump_file
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "operator-console.log"
+    handler = RotatingFileHandler(path, maxBytes=5_000_000, backupCount=3)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for noisy in ("httpx", "httpcore", "anthropic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # `kill -USR1 PID` writes every thread's stack to this file: how to see where it is stuck.
+    if _stack_dump_file is None:
+        _stack_dump_file = open(log_dir / "stacks.log", "a")  # kept open for the process
+        faulthandler.register(signal.SIGUSR1, file=_stack_dump_file, all_threads=True)
+    return path

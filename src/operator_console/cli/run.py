@@ -1,0 +1,204 @@
+"""`operator-console run` and `watch`: a scenario, or a cluster the console did not start, in the
+console or headless with the timeline on stdout."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from operator_console.actions.store import Mode
+from operator_console.cli.context import cli_context, db_option
+from operator_console.contract import SpecError, UnknownSubjectError, get_subject_kind
+from operator_console.runtime import RunOptions, Runtime
+from operator_console.scenarios import ScenarioError, find_scenario
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def run_options(func: F) -> F:
+    """The options `run` and `watch` share."""
+    options = [
+        click.option(
+            "--headless",
+            is_flag=True,
+            help="No console: timeline as JSON lines on stdout. Without it the console opens.",
+        ),
+        click.option("--quiet", is_flag=True, help="No progress lines on stderr."),
+        db_option,
+        click.option(
+            "--interval",
+            type=click.FloatRange(min=0.1, max=60),
+            help="Monitor tick in seconds (default 1).",
+        ),
+        click.option(
+            "--mode",
+            type=click.Choice(["observe", "approve", "auto"]),
+            help="observe: diagnose and propose only; approve (default): every action waits for "
+            "a person; auto: low and medium risk run, high waits. Persisted.",
+        ),
+        click.option(
+            "--brain",
+            type=click.Choice(["auto", "claude", "rules"]),
+            default="auto",
+            show_default=True,
+            help="Claude (needs ANTHROPIC_API_KEY or ANTHROPIC_BASE_URL) or the offline rules "
+            "brain.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _prepare(interval: float | None, brain: str) -> Any:
+    context = cli_context()
+    context.set("interval", interval)
+    settings = context.settings
+    if brain == "claude" and not (settings.anthropic_api_key or settings.anthropic_base_url):
+        raise click.ClickException(
+            "--brain claude needs ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL for a compatible "
+            "server); set one, or use --brain rules"
+        )
+    return context
+
+
+def _headless(runtime: Runtime, runner: Any, quiet: bool) -> None:
+    from operator_console.scenarios.headless import Interrupted, run_headless
+
+    try:
+        outcome = asyncio.run(run_headless(runtime, runner, quiet=quiet))
+    except Interrupted as stopped:
+        click.echo(f"{stopped}: every process of the run was stopped", err=True)
+        sys.exit(128 + stopped.signum)
+    except KeyboardInterrupt:  # a second Ctrl+C while stopping
+        click.echo("interrupted; every process of the run was stopped", err=True)
+        sys.exit(130)
+    sys.exit(0 if outcome.ok else 1)
+
+
+@click.command()
+@click.argument("scenario")
+@run_options
+@click.option("--no-agent", is_flag=True, help="Baseline: no agent; the scenario clears its fault.")
+@click.option(
+    "--pace",
+    type=click.FloatRange(min=0.05, max=10),
+    default=1.0,
+    show_default=True,
+    help="Scale chapter durations and countdowns (0.5 runs the story twice as fast).",
+)
+def run(
+    scenario: str,
+    headless: bool,
+    quiet: bool,
+    interval: float | None,
+    mode: str | None,
+    brain: str,
+    no_agent: bool,
+    pace: float,
+) -> None:
+    """Run SCENARIO (a name from `scenarios list`, or a path to a .toml file)."""
+    try:
+        loaded = find_scenario(scenario)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from None
+    context = _prepare(interval, brain)
+    context.setup_logging()
+    options = RunOptions(agent=not no_agent, brain=brain, mode=Mode(mode) if mode else None)
+    if not headless:
+        from operator_console.tui.app import OperatorApp
+
+        OperatorApp(
+            settings=context.settings,
+            engine=context.engine,
+            pace=pace,
+            scenario=loaded,
+            options=options,
+        ).run()
+        return
+    from operator_console.scenarios.headless import scenario_runner
+
+    runtime = Runtime(
+        loaded.plan,
+        context.settings,
+        context.engine,
+        agent=options.agent,
+        brain=options.brain,
+        mode=options.mode,
+    )
+    _headless(runtime, scenario_runner(runtime, loaded, pace=pace), quiet)
+
+
+@click.command()
+@click.argument("subject")
+@click.option(
+    "--endpoints",
+    "endpoints_file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="JSON endpoints of the cluster: what `lab up` prints, or the same shape by hand.",
+)
+@run_options
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1),
+    help="Stop after this many seconds (default: until Ctrl+C or q).",
+)
+def watch(
+    subject: str,
+    endpoints_file: Path,
+    headless: bool,
+    quiet: bool,
+    interval: float | None,
+    mode: str | None,
+    brain: str,
+    duration: float | None,
+) -> None:
+    """Watch a running cluster of SUBJECT that this console did not start: detect, diagnose,
+    propose and verify; no fault injection, and only actions the system's own interfaces allow."""
+    from operator_console.scenarios.watch import (
+        EndpointsError,
+        WatchRunner,
+        load_endpoints,
+        watch_plan,
+    )
+
+    try:
+        kind = get_subject_kind(subject)
+        endpoints = load_endpoints(endpoints_file)
+        # The subject checks the file now: a wrong field is one line, before anything starts.
+        kind.validate_endpoints(endpoints)
+    except UnknownSubjectError as exc:
+        raise click.BadParameter(str(exc), param_hint="SUBJECT") from None
+    except EndpointsError as exc:
+        raise click.ClickException(str(exc)) from None
+    except SpecError as exc:
+        raise click.ClickException(f"{endpoints_file}: {exc}") from None
+    context = _prepare(interval, brain)
+    context.setup_logging()
+    options = RunOptions(agent=True, brain=brain, mode=Mode(mode) if mode else None)
+    plan = watch_plan(subject, endpoints)
+    if not headless:
+        from operator_console.tui.app import OperatorApp
+
+        OperatorApp(
+            settings=context.settings,
+            engine=context.engine,
+            watch=(plan, duration),
+            options=options,
+        ).run()
+        return
+    runtime = Runtime(
+        plan,
+        context.settings,
+        context.engine,
+        agent=options.agent,
+        brain=options.brain,
+        mode=options.mode,
+    )
+    _headless(runtime, WatchRunner(runtime, duration=duration), quiet)
