@@ -334,6 +334,12 @@ class EtcdClient:
             error = self._error(full, response.status_code, data)
         raise error
 
+    async def call(
+        self, path: str, body: Mapping[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Any other gateway call, e.g. call("/auth/user/add", {...}); the raw JSON answer."""
+        return await self._call(path, body, timeout=timeout)
+
     def _error(self, path: str, status: int, data: Mapping[str, Any]) -> EtcdRequestError:
         message = str(data.get("message") or data.get("error") or f"HTTP {status}")
         try:

@@ -224,7 +224,7 @@ class EtcdCluster:
         self._running = True
 
     async def stop(self) -> None:
-        """Members, then proxies; no child process survives."""
+        """Peer proxies, then members; no child process survives."""
         self._running = False
         await self._teardown()
 
@@ -233,12 +233,15 @@ class EtcdCluster:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        sup = self._supervisor
-        names = [n for n in self._names if n in sup.names()]
-        await asyncio.gather(*(sup.stop(n) for n in names), return_exceptions=True)
+        # A stopping leader hands its leadership to the peer connected longest and waits up
+        # to etcd's request timeout (7 s) if that peer is stopping too. With the peer links
+        # gone first, no peer is connected, so every member stops at once.
         if self._peer_links is not None:
             await self._peer_links.stop()
             self._peer_links = None
+        sup = self._supervisor
+        names = [n for n in self._names if n in sup.names()]
+        await asyncio.gather(*(sup.stop(n) for n in names), return_exceptions=True)
         sup.kill_all()
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
