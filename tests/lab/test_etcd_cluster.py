@@ -147,6 +147,9 @@ async def test_every_peer_connection_is_attributed_to_the_member_that_dialled_it
     await eventually(attributed, "each proxy carries streams from both other members")
     for name, info in cluster.peer_links.state().items():
         assert "unknown" not in info["sources"], (name, info)
+    # etcd's rafthttp names the dialler in X-Server-From: each ID the proxies read from those
+    # headers belongs to the member whose process the kernel says owns the socket.
+    assert cluster.peer_links.known_ids == {f"{cluster.member_id(n):x}": n for n in MEMBERS}
     # A connection from outside the cluster is not mistaken for a member.
     proxy = cluster.peer_links.proxy("member-1")
     with socket.create_connection(("127.0.0.1", proxy.port)) as sock:

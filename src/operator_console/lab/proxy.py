@@ -1,7 +1,8 @@
 """A TCP proxy on one link, so that link alone can be slowed or cut.
 
-With an `identify` hook the proxy also learns who dialled each connection, so faults can
-apply to one caller's connections only (a peer's traffic to a member, not everyone's).
+With an `identify` hook the proxy also learns who dialled each connection (from its peer
+address and, with `head_bytes`, the first bytes it sent), so faults can apply to one caller's
+connections only (a peer's traffic to a member, not everyone's).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ _CHUNK = 64 * 1024
 _MAX_QUEUED = 4 * 1024 * 1024  # bytes held back by latency before the reader pauses
 _CONNECT_TIMEOUT_S = 5.0
 _IDENTIFY_TIMEOUT_S = 2.0
+# A client that waits for the server to speak first gives no head; do not wait long for one.
+_HEAD_TIMEOUT_S = 0.5
 UNKNOWN_SOURCE = "unknown"
 
-# Given a connection's peer address, name whoever dialled it (None when unknown).
-Identify = Callable[[tuple[Any, ...]], Awaitable[str | None]]
+# Given a connection's peer address and first bytes, name whoever dialled it (None: unknown).
+Identify = Callable[[tuple[Any, ...], bytes], Awaitable[str | None]]
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -170,6 +173,7 @@ class FaultProxy:
         upstream_port: int,
         *,
         identify: Identify | None = None,
+        head_bytes: int = 0,
     ) -> None:
         self.listen_host = listen_host
         self.listen_port = listen_port
@@ -186,6 +190,7 @@ class FaultProxy:
         self._bytes_up = 0
         self._bytes_down = 0
         self._identify = identify
+        self._head_bytes = head_bytes
         self._cut_sources: set[str] = set()
         self._source_latency: dict[str, float] = {}
         self._refused: Counter[str] = Counter()
@@ -336,8 +341,10 @@ class FaultProxy:
         return self._latency_ms + extra
 
     def _refuses(self, source: str | None) -> bool:
-        return self._cut or self._server is None or (
-            source is not None and source in self._cut_sources
+        return (
+            self._cut
+            or self._server is None
+            or (source is not None and source in self._cut_sources)
         )
 
     def restore(self) -> None:
@@ -384,18 +391,31 @@ class FaultProxy:
             if task is not None:
                 self._handlers.discard(task)
 
-    async def _source_of(self, writer: asyncio.StreamWriter) -> str | None:
+    async def _source_of(self, writer: asyncio.StreamWriter, head: bytes) -> str | None:
         if self._identify is None:
             return None
         try:
             async with asyncio.timeout(_IDENTIFY_TIMEOUT_S):
-                return await self._identify(writer.get_extra_info("peername"))
+                return await self._identify(writer.get_extra_info("peername"), head)
         except Exception:
             return None
 
+    async def _read_head(self, reader: asyncio.StreamReader) -> bytes:
+        try:
+            async with asyncio.timeout(_HEAD_TIMEOUT_S):
+                return await reader.read(self._head_bytes)
+        except (TimeoutError, OSError):
+            return b""
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = b""
+        if self._identify is not None and self._head_bytes > 0:
+            head = await self._read_head(reader)
+            if not head and reader.at_eof():
+                writer.transport.abort()
+                return
         # Attribute first even when cut, so refusals are counted per source.
-        source = await self._source_of(writer)
+        source = await self._source_of(writer, head)
         if self._refuses(source):
             self._refused[source or UNKNOWN_SOURCE] += 1
             writer.transport.abort()
@@ -415,6 +435,12 @@ class FaultProxy:
         link = _Link(self, (reader, writer), upstream, source)
         self._links.add(link)
         try:
+            if head:
+                delay_s = self.latency_for(source) / 1000.0
+                if delay_s > 0:
+                    await asyncio.sleep(delay_s)
+                self._count("up", len(head))
+                upstream[1].write(head)
             await link.run()
         finally:
             self._links.discard(link)

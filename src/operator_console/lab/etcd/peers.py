@@ -2,19 +2,27 @@
 
 Each member advertises its own inbound proxy as its peer URL, so every connection another member
 opens to it passes that proxy. A proxy alone only sees "someone connected"; to cut or slow both
-directions of one member's links, each proxy asks the kernel which member process owns the
-connecting socket (the dialler's local port, looked up in the members' socket tables). That
-attributes every peer connection, including those without etcd's `X-Server-From` header
-(the prober's `/raft/probing`, `/version`, lease renewals), and works for TLS peer traffic too.
-See docs/etcd-lab.md.
+directions of one member's links it must know which member dialled. Two sources, cheapest first:
+etcd's rafthttp names itself in an `X-Server-From: <member id>` header on its stream and
+pipeline requests; and the kernel knows which process owns the dialling socket (its local port,
+found in /proc/net/tcp and the members' /proc/PID/fd). The socket table covers the requests
+without the header (the prober's `/raft/probing`, `/version`, lease renewals, TLS), and teaches
+the proxies which member ID is which member, so a redial storm during a partition is attributed
+from the header alone. See docs/etcd-lab.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
+import re
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -32,11 +40,108 @@ class PeerPorts:
     listen: int
 
 
-def _connections(pid: int) -> list[Any]:
+_PROC_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+# A lookup reuses the last table this long; a miss always rebuilds it.
+_TABLE_FRESH_S = 1.0
+
+HEAD_BYTES = 4096
+_SERVER_FROM = re.compile(rb"\r\nX-Server-From:[ \t]*([0-9a-fA-F]+)\r\n", re.IGNORECASE)
+
+Connection = tuple[int, int]  # (dialler's local port, port it dialled)
+
+
+def server_from(head: bytes) -> str | None:
+    """The member ID (hex) an etcd peer request names itself with, if the head carries one."""
+    match = _SERVER_FROM.search(head)
+    return match.group(1).decode().lower() if match else None
+
+
+def _psutil_connections(pid: int) -> list[Any]:
     proc = psutil.Process(pid)
     # psutil 6 renamed connections() to net_connections(); support both.
     lister = getattr(proc, "net_connections", None) or proc.connections
     return list(lister(kind="tcp"))
+
+
+class SocketOwners:
+    """Which member process holds a TCP connection, read from the kernel's socket tables.
+
+    On Linux one pass over /proc/net/tcp{,6} and the members' /proc/PID/fd maps every member
+    socket to the proxy ports at once; a burst of new connections (a start, a healed
+    partition) then costs one pass, not one per connection. Elsewhere psutil asks per member.
+    """
+
+    def __init__(self, names: list[str], pid_of: PidOf, dest_ports: set[int]) -> None:
+        self._names = names
+        self._pid_of = pid_of
+        self._dest_ports = dest_ports
+        self._lock = threading.Lock()
+        self._table: dict[Connection, str] = {}
+        self._built_at = -math.inf
+        self._proc = all(path.exists() for path in _PROC_TABLES[:1])
+
+    def owner(self, source_port: int, dest_port: int) -> str | None:
+        key = (source_port, dest_port)
+        with self._lock:
+            if time.monotonic() - self._built_at < _TABLE_FRESH_S and key in self._table:
+                return self._table[key]
+            self._table = self._build()
+            self._built_at = time.monotonic()
+            return self._table.get(key)
+
+    def _build(self) -> dict[Connection, str]:
+        return self._build_from_proc() if self._proc else self._build_from_psutil()
+
+    def _build_from_proc(self) -> dict[Connection, str]:
+        by_inode: dict[str, Connection] = {}
+        for path in _PROC_TABLES:
+            try:
+                lines = path.read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) < 10:
+                    continue
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                if remote_port in self._dest_ports:
+                    local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                    by_inode[fields[9]] = (local_port, remote_port)
+        table: dict[Connection, str] = {}
+        for name in self._names:
+            pid = self._pid_of(name)
+            if pid is None:
+                continue
+            fd_dir = f"/proc/{pid}/fd"
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    link = os.readlink(f"{fd_dir}/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:["):
+                    connection = by_inode.get(link[8:-1])
+                    if connection is not None:
+                        table[connection] = name
+        return table
+
+    def _build_from_psutil(self) -> dict[Connection, str]:
+        table: dict[Connection, str] = {}
+        for name in self._names:
+            pid = self._pid_of(name)
+            if pid is None:
+                continue
+            try:
+                connections = _psutil_connections(pid)
+            except psutil.Error:
+                continue
+            for conn in connections:
+                if conn.laddr and conn.raddr and conn.raddr.port in self._dest_ports:
+                    table[(conn.laddr.port, conn.raddr.port)] = name
+        return table
 
 
 class PeerLinks:
@@ -45,7 +150,10 @@ class PeerLinks:
     def __init__(self, host: str, ports: Mapping[str, PeerPorts], pid_of: PidOf) -> None:
         self.host = host
         self._ports = dict(ports)
-        self._pid_of = pid_of
+        self._owners = SocketOwners(
+            list(self._ports), pid_of, {p.advertised for p in self._ports.values()}
+        )
+        self._by_id: dict[str, str] = {}  # member ID (hex) -> member name, learnt
         self._proxies: dict[str, FaultProxy] = {}
         self._partitioned: set[str] = set()
         self._latency: dict[str, float] = {}
@@ -80,6 +188,7 @@ class PeerLinks:
                 self.host,
                 ports.listen,
                 identify=self._identifier(ports.advertised),
+                head_bytes=HEAD_BYTES,
             )
             await proxy.start()
             self._proxies[name] = proxy
@@ -155,29 +264,24 @@ class PeerLinks:
 
     # ------------------------------------------------------------- attribution
 
-    def _identifier(self, listen_port: int) -> Callable[[tuple[Any, ...]], Any]:
-        async def identify(peer: tuple[Any, ...]) -> str | None:
+    @property
+    def known_ids(self) -> dict[str, str]:
+        """Member IDs (hex) learnt from X-Server-From headers, with the member each one is."""
+        return dict(self._by_id)
+
+    def _identifier(self, listen_port: int) -> Callable[[tuple[Any, ...], bytes], Any]:
+        async def identify(peer: tuple[Any, ...], head: bytes) -> str | None:
+            member_id = server_from(head)
+            if member_id is not None and member_id in self._by_id:
+                return self._by_id[member_id]
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, self.owner_of, int(peer[1]), listen_port)
+            name = await loop.run_in_executor(None, self.owner_of, int(peer[1]), listen_port)
+            if name is not None and member_id is not None:
+                self._by_id[member_id] = name
+            return name
 
         return identify
 
     def owner_of(self, source_port: int, dest_port: int) -> str | None:
         """The member whose process holds the socket from `source_port` to `dest_port`."""
-        for name in self._ports:
-            pid = self._pid_of(name)
-            if pid is None:
-                continue
-            try:
-                connections = _connections(pid)
-            except psutil.Error:
-                continue
-            for conn in connections:
-                if (
-                    conn.laddr
-                    and conn.raddr
-                    and conn.laddr.port == source_port
-                    and conn.raddr.port == dest_port
-                ):
-                    return name
-        return None
+        return self._owners.owner(source_port, dest_port)
