@@ -283,11 +283,16 @@ class EtcdClient:
                 "(is the member paused, partitioned or without quorum?)",
                 maybe_sent=not isinstance(exc, httpx.ConnectTimeout),
             ) from exc
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:
+            # OSError: httpcore lets some ssl.SSLError escape unwrapped (a TLS 1.3 alert read late).
             reason = str(exc) or type(exc).__name__
             hint = "is the member running?"
-            if self.tls is not None or "SSL" in reason or "certificate" in reason.lower():
+            if self.tls is not None and not self.tls.cert_file:
+                hint = "does the member require a client certificate? none was given"
+            elif self.tls is not None or "SSL" in reason or "certificate" in reason.lower():
                 hint = "is it running, and are the CA, client certificate and key right?"
+            elif isinstance(exc, httpx.RemoteProtocolError) and self.endpoint.startswith("http:"):
+                hint = "is the member running, and does it serve https instead?"
             raise EtcdUnavailableError(
                 self.endpoint,
                 f"cannot reach etcd at {self.endpoint} for {path}: {reason}; {hint}",
