@@ -1,230 +1,64 @@
 """A small async etcd client over the v3 JSON gateway, so the lab and observers need no gRPC stack.
 
-The field names and paths are those of etcd 3.4's `rpc.proto` as served by its grpc-gateway
-(proto names, e.g. `raftTerm`, `header.member_id`): 64-bit integers arrive as JSON strings,
-zero values and empty lists are left out, keys and values are base64. etcd 3.4 also accepts
-`/v3beta/...`; 3.5 only `/v3/...`, which is what this client speaks. Keys and values are `str`;
-bytes that are not UTF-8 survive the round trip through the `surrogateescape` error handler.
+It speaks `/v3/...`, which etcd 3.4 and 3.5 both serve (3.4 also accepts the older
+`/v3beta/...`); see `wire` for the field names. Every failure is an `EtcdError` naming the
+endpoint; tokens and passwords never appear in messages or reprs.
 """
 
 from __future__ import annotations
 
-import base64
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from operator_console.lab.etcd.wire import (
+    AUTH_MESSAGES,
+    GRPC_PERMISSION_DENIED,
+    GRPC_UNAUTHENTICATED,
+    Alarm,
+    ClientTLS,
+    DeleteResult,
+    EtcdAuthError,
+    EtcdError,
+    EtcdRequestError,
+    EtcdResponseError,
+    EtcdUnavailableError,
+    Health,
+    KeyValue,
+    Member,
+    PutResult,
+    RangeResult,
+    Status,
+    encode,
+    int_field,
+    key_value,
+    prefix_end,
+    revision_of,
+)
+
+__all__ = [
+    "Alarm",
+    "ClientTLS",
+    "DeleteResult",
+    "EtcdAuthError",
+    "EtcdClient",
+    "EtcdError",
+    "EtcdRequestError",
+    "EtcdResponseError",
+    "EtcdUnavailableError",
+    "Health",
+    "KeyValue",
+    "Member",
+    "PutResult",
+    "RangeResult",
+    "Status",
+    "prefix_end",
+]
+
 API_PREFIX = "/v3"
 DEFAULT_TIMEOUT_S = 2.0
-
-# gRPC status codes etcd's gateway reports in an error body's "code".
-GRPC_RESOURCE_EXHAUSTED = 8
-GRPC_PERMISSION_DENIED = 7
-GRPC_UNAUTHENTICATED = 16
-_AUTH_MESSAGES = (
-    "user name is empty",
-    "authentication failed",
-    "invalid auth token",
-    "permission denied",
-    "user name not found",
-    "authentication is not enabled",
-)
-NO_SPACE_MESSAGE = "database space exceeded"
-
-
-class EtcdError(RuntimeError):
-    """Anything that went wrong talking to one etcd endpoint; the message names it."""
-
-    def __init__(self, endpoint: str, message: str) -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
-
-
-class EtcdUnavailableError(EtcdError):
-    """The endpoint did not answer: refused, reset, TLS failure or timed out.
-
-    `maybe_sent` is False only when the connection itself failed, so the request surely
-    never reached etcd; otherwise a write may still have been applied.
-    """
-
-    def __init__(self, endpoint: str, message: str, *, maybe_sent: bool = True) -> None:
-        super().__init__(endpoint, message)
-        self.maybe_sent = maybe_sent
-
-
-class EtcdResponseError(EtcdError):
-    """The endpoint answered something that is not an etcd gateway response."""
-
-
-class EtcdRequestError(EtcdError):
-    """etcd answered the request with an error (no leader, NOSPACE, bad revision, ...)."""
-
-    def __init__(
-        self, endpoint: str, path: str, http_status: int, code: int, server_message: str
-    ) -> None:
-        super().__init__(
-            endpoint,
-            f"etcd at {endpoint} refused {path}: {server_message} "
-            f"(gRPC code {code}, HTTP {http_status})",
-        )
-        self.path = path
-        self.http_status = http_status
-        self.code = code
-        self.server_message = server_message
-
-    @property
-    def no_space(self) -> bool:
-        """True when the cluster refused a write because its NOSPACE alarm is raised."""
-        return NO_SPACE_MESSAGE in self.server_message
-
-
-class EtcdAuthError(EtcdRequestError):
-    """etcd refused the credentials or the token, or the user lacks permission."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClientTLS:
-    """TLS settings for client traffic: the CA to trust and, for client-cert auth, a cert/key."""
-
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-
-    def ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.ca_file)
-        if self.cert_file:
-            context.load_cert_chain(self.cert_file, self.key_file)
-        return context
-
-    def to_dict(self) -> dict[str, str | None]:
-        return {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
-
-
-@dataclass(frozen=True, slots=True)
-class KeyValue:
-    key: str
-    value: str
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class PutResult:
-    revision: int
-    prev_kv: KeyValue | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RangeResult:
-    kvs: list[KeyValue]
-    count: int
-    revision: int
-    more: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteResult:
-    deleted: int
-    revision: int
-    prev_kvs: list[KeyValue] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    """One member's own view: who it thinks leads, its raft position and its database size."""
-
-    member_id: int
-    cluster_id: int
-    leader: int
-    raft_term: int
-    raft_index: int
-    raft_applied_index: int
-    db_size: int
-    db_size_in_use: int
-    version: str
-    revision: int
-    errors: tuple[str, ...] = ()
-    is_learner: bool = False
-
-    @property
-    def is_leader(self) -> bool:
-        return self.leader != 0 and self.leader == self.member_id
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    id: int
-    name: str
-    peer_urls: tuple[str, ...]
-    client_urls: tuple[str, ...]
-    is_learner: bool = False
-
-    @property
-    def id_hex(self) -> str:
-        """The member ID as etcd's logs and peer headers write it."""
-        return f"{self.id:x}"
-
-
-@dataclass(frozen=True, slots=True)
-class Alarm:
-    member_id: int
-    alarm: str  # NOSPACE or CORRUPT
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    healthy: bool
-    reason: str = ""
-
-
-def _encode(text: str | bytes) -> str:
-    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _decode(value: Any) -> str:
-    if not value:
-        return ""
-    return base64.b64decode(value).decode("utf-8", "surrogateescape")
-
-
-def prefix_end(prefix: str | bytes) -> bytes:
-    """The range_end that selects every key starting with `prefix` (etcd's own rule)."""
-    raw = bytearray(
-        prefix if isinstance(prefix, bytes) else prefix.encode("utf-8", "surrogateescape")
-    )
-    for i in range(len(raw) - 1, -1, -1):
-        if raw[i] < 0xFF:
-            raw[i] += 1
-            return bytes(raw[: i + 1])
-    return b"\x00"  # every byte is 0xff: all keys from `prefix` on
-
-
-def _int(data: Mapping[str, Any], name: str) -> int:
-    value = data.get(name, 0)
-    if isinstance(value, bool):
-        raise ValueError(f"{name} is a boolean")
-    return int(value)
-
-
-def _kv(data: Mapping[str, Any]) -> KeyValue:
-    return KeyValue(
-        key=_decode(data.get("key")),
-        value=_decode(data.get("value")),
-        create_revision=_int(data, "create_revision"),
-        mod_revision=_int(data, "mod_revision"),
-        version=_int(data, "version"),
-        lease=_int(data, "lease"),
-    )
-
-
-def _revision(body: Mapping[str, Any]) -> int:
-    return _int(body.get("header") or {}, "revision")
 
 
 class EtcdClient:
@@ -291,7 +125,9 @@ class EtcdClient:
                 hint = "does the member require a client certificate? none was given"
             elif self.tls is not None or "SSL" in reason or "certificate" in reason.lower():
                 hint = "is it running, and are the CA, client certificate and key right?"
-            elif isinstance(exc, httpx.RemoteProtocolError) and self.endpoint.startswith("http:"):
+            elif isinstance(
+                exc, httpx.RemoteProtocolError | httpx.ReadError
+            ) and self.endpoint.startswith("http:"):
                 hint = "is the member running, and does it serve https instead?"
             raise EtcdUnavailableError(
                 self.endpoint,
@@ -352,7 +188,7 @@ class EtcdClient:
         except (TypeError, ValueError):
             code = 0
         auth = code in (GRPC_UNAUTHENTICATED, GRPC_PERMISSION_DENIED) or any(
-            text in message for text in _AUTH_MESSAGES
+            text in message for text in AUTH_MESSAGES
         )
         cls = EtcdAuthError if auth else EtcdRequestError
         return cls(self.endpoint, path, status, code, message)
@@ -395,7 +231,7 @@ class EtcdClient:
         timeout: float | None = None,
     ) -> PutResult:
         """Write one key; the result's revision is the write's own (its mod_revision)."""
-        body: dict[str, Any] = {"key": _encode(key), "value": _encode(value)}
+        body: dict[str, Any] = {"key": encode(key), "value": encode(value)}
         if lease:
             body["lease"] = str(lease)
         if prev_kv:
@@ -404,7 +240,7 @@ class EtcdClient:
 
         def build(d: Mapping[str, Any]) -> PutResult:
             prev = d.get("prev_kv")
-            return PutResult(revision=_revision(d), prev_kv=_kv(prev) if prev else None)
+            return PutResult(revision=revision_of(d), prev_kv=key_value(prev) if prev else None)
 
         result: PutResult = self._parse("/kv/put", build, data)
         return result
@@ -423,11 +259,11 @@ class EtcdClient:
         timeout: float | None = None,
     ) -> RangeResult:
         """Read a key, a range or (prefix=True) every key under `key`; linearizable by default."""
-        body: dict[str, Any] = {"key": _encode(key)}
+        body: dict[str, Any] = {"key": encode(key)}
         if prefix:
-            body["range_end"] = _encode(prefix_end(key))
+            body["range_end"] = encode(prefix_end(key))
         elif range_end is not None:
-            body["range_end"] = _encode(range_end)
+            body["range_end"] = encode(range_end)
         if serializable:
             body["serializable"] = True
         if limit:
@@ -442,9 +278,9 @@ class EtcdClient:
 
         def build(d: Mapping[str, Any]) -> RangeResult:
             return RangeResult(
-                kvs=[_kv(kv) for kv in d.get("kvs") or []],
-                count=_int(d, "count"),
-                revision=_revision(d),
+                kvs=[key_value(kv) for kv in d.get("kvs") or []],
+                count=int_field(d, "count"),
+                revision=revision_of(d),
                 more=bool(d.get("more", False)),
             )
 
@@ -467,18 +303,18 @@ class EtcdClient:
         timeout: float | None = None,
     ) -> DeleteResult:
         """Delete a key or (prefix=True) every key under it; `deleted` says how many existed."""
-        body: dict[str, Any] = {"key": _encode(key)}
+        body: dict[str, Any] = {"key": encode(key)}
         if prefix:
-            body["range_end"] = _encode(prefix_end(key))
+            body["range_end"] = encode(prefix_end(key))
         if prev_kv:
             body["prev_kv"] = True
         data = await self._call("/kv/deleterange", body, timeout=timeout)
 
         def build(d: Mapping[str, Any]) -> DeleteResult:
             return DeleteResult(
-                deleted=_int(d, "deleted"),
-                revision=_revision(d),
-                prev_kvs=[_kv(kv) for kv in d.get("prev_kvs") or []],
+                deleted=int_field(d, "deleted"),
+                revision=revision_of(d),
+                prev_kvs=[key_value(kv) for kv in d.get("prev_kvs") or []],
             )
 
         result: DeleteResult = self._parse("/kv/deleterange", build, data)
@@ -501,16 +337,16 @@ class EtcdClient:
         def build(d: Mapping[str, Any]) -> Status:
             header = d.get("header") or {}
             return Status(
-                member_id=_int(header, "member_id"),
-                cluster_id=_int(header, "cluster_id"),
-                leader=_int(d, "leader"),
-                raft_term=_int(d, "raftTerm"),
-                raft_index=_int(d, "raftIndex"),
-                raft_applied_index=_int(d, "raftAppliedIndex"),
-                db_size=_int(d, "dbSize"),
-                db_size_in_use=_int(d, "dbSizeInUse"),
+                member_id=int_field(header, "member_id"),
+                cluster_id=int_field(header, "cluster_id"),
+                leader=int_field(d, "leader"),
+                raft_term=int_field(d, "raftTerm"),
+                raft_index=int_field(d, "raftIndex"),
+                raft_applied_index=int_field(d, "raftAppliedIndex"),
+                db_size=int_field(d, "dbSize"),
+                db_size_in_use=int_field(d, "dbSizeInUse"),
                 version=str(d.get("version", "")),
-                revision=_int(header, "revision"),
+                revision=int_field(header, "revision"),
                 errors=tuple(str(e) for e in d.get("errors") or ()),
                 is_learner=bool(d.get("isLearner", False)),
             )
@@ -524,7 +360,7 @@ class EtcdClient:
         def build(d: Mapping[str, Any]) -> list[Member]:
             return [
                 Member(
-                    id=_int(m, "ID"),
+                    id=int_field(m, "ID"),
                     name=str(m.get("name", "")),
                     peer_urls=tuple(m.get("peerURLs") or ()),
                     client_urls=tuple(m.get("clientURLs") or ()),
@@ -541,7 +377,7 @@ class EtcdClient:
 
         def build(d: Mapping[str, Any]) -> list[Alarm]:
             return [
-                Alarm(member_id=_int(a, "memberID"), alarm=str(a.get("alarm", "NONE")))
+                Alarm(member_id=int_field(a, "memberID"), alarm=str(a.get("alarm", "NONE")))
                 for a in d.get("alarms") or []
             ]
 

@@ -367,8 +367,7 @@ class EtcdCluster:
         self._supervisor.resume(name)
 
     async def restart_member(self, name: str) -> None:
-        """Start it again with the same data dir and ports; ready once it answers a put
-        (so it needs a quorum to come back to)."""
+        """Start it again on its data dir and ports; ready once a put answers (needs quorum)."""
         self._check(name)
         if name in self._supervisor.names():
             await self._supervisor.restart(name)

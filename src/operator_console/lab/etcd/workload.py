@@ -16,7 +16,7 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +26,11 @@ from operator_console.lab.etcd.client import (
     EtcdError,
     EtcdRequestError,
     EtcdUnavailableError,
-    KeyValue,
     Status,
 )
+from operator_console.lab.etcd.ledger import Ack, LostWrite, WriteLedger
+
+__all__ = ["Ack", "EtcdWorkload", "LostWrite", "WriteLedger"]
 
 log = logging.getLogger(__name__)
 
@@ -51,97 +53,6 @@ def percentile(values: Sequence[float], pct: float) -> float | None:
     ordered = sorted(values)
     rank = math.ceil(pct / 100.0 * len(ordered))
     return ordered[max(rank, 1) - 1]
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """One acknowledged write: a put of `value`, or a delete, at `revision`."""
-
-    key: str
-    kind: str  # put | delete
-    revision: int
-    value: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LostWrite:
-    """An acknowledged write that a later linearizable read does not show."""
-
-    key: str
-    kind: str
-    revision: int
-    value: str | None
-    found_value: str | None
-    found_revision: int | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(slots=True)
-class _Snapshot:
-    acks: dict[str, Ack]
-    uncertain_deletes: frozenset[str]
-
-
-class WriteLedger:
-    """Ground truth: per key the latest acknowledged write, and deletes whose fate is unknown."""
-
-    def __init__(self) -> None:
-        self._latest: dict[str, Ack] = {}
-        self._uncertain_deletes: set[str] = set()
-        self.acknowledged = 0
-
-    def record(self, ack: Ack) -> None:
-        self.acknowledged += 1
-        known = self._latest.get(ack.key)
-        if known is None or ack.revision >= known.revision:
-            self._latest[ack.key] = ack
-
-    def record_uncertain_delete(self, key: str) -> None:
-        """A delete that failed after it may have reached etcd: it might still have applied."""
-        self._uncertain_deletes.add(key)
-
-    def latest(self, key: str) -> Ack | None:
-        return self._latest.get(key)
-
-    def keys(self) -> list[str]:
-        return sorted(self._latest)
-
-    def snapshot(self) -> _Snapshot:
-        return _Snapshot(dict(self._latest), frozenset(self._uncertain_deletes))
-
-    @staticmethod
-    def check(snapshot: _Snapshot, found: Mapping[str, KeyValue]) -> list[LostWrite]:
-        """Compare what was acknowledged with what a linearizable read, taken after, returned.
-
-        A later write (higher mod_revision) supersedes an ack; a key acknowledged deleted must be
-        absent or newer; a missing key is lost unless a delete of it may have applied unseen.
-        """
-        lost: list[LostWrite] = []
-        for key, ack in sorted(snapshot.acks.items()):
-            kv = found.get(key)
-            if ack.kind == "put":
-                if kv is None:
-                    if key in snapshot.uncertain_deletes:
-                        continue
-                elif kv.mod_revision > ack.revision or (
-                    kv.mod_revision == ack.revision and kv.value == ack.value
-                ):
-                    continue
-            elif kv is None or kv.mod_revision > ack.revision:
-                continue
-            lost.append(
-                LostWrite(
-                    key=key,
-                    kind=ack.kind,
-                    revision=ack.revision,
-                    value=ack.value,
-                    found_value=kv.value if kv else None,
-                    found_revision=kv.mod_revision if kv else None,
-                )
-            )
-        return lost
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +123,9 @@ class EtcdWorkload:
         self._mix: dict[str, float] = {}
         self._serializable = 0.0
         self.adjust(rate=rate, mix=mix or DEFAULT_MIX, serializable_reads=serializable_reads)
-        self._clients = {
-            name: EtcdClient(url, tls=tls, username=username, password=password, timeout=timeout_s)
-            for name, url in self._endpoints.items()
-        }
+        self._tls = tls
+        self._credentials = (username, password)
+        self._clients: dict[str, EtcdClient] = {}
         self.ledger = WriteLedger()
         self.history: deque[dict[str, Any]] = deque(maxlen=history)
         self.latest: dict[str, Any] | None = None
@@ -304,8 +214,27 @@ class EtcdWorkload:
     async def stop(self) -> None:
         """Stop sending, let requests in flight finish (bounded), close the clients."""
         await self.pause()
-        for client in self._clients.values():
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
             await client.aclose()
+
+    def _client(self, name: str) -> EtcdClient:
+        """One client per endpoint, opened on first use (again after stop())."""
+        client = self._clients.get(name)
+        if client is None:
+            username, password = self._credentials
+            client = EtcdClient(
+                self._endpoints[name],
+                tls=self._tls,
+                username=username,
+                password=password,
+                timeout=self.timeout_s,
+            )
+            self._clients[name] = client
+        return client
 
     async def pause(self) -> None:
         """Stop sending and wait for requests in flight; the clients stay open for read-back."""
@@ -377,7 +306,7 @@ class EtcdWorkload:
         member: str | None = None
         try:
             for member in self._rotation():
-                client = self._clients[member]
+                client = self._client(member)
                 try:
                     await self._one(client, kind, key, value)
                 except EtcdError as exc:
@@ -415,16 +344,21 @@ class EtcdWorkload:
         """Read every key back linearizably and return the acknowledged writes it lacks."""
         snapshot = self.ledger.snapshot()
         failures: list[str] = []
-        for name in self._rotation():
-            try:
-                result = await self._clients[name].range(
-                    self.prefix, prefix=True, timeout=READ_BACK_TIMEOUT_S
-                )
-            except EtcdError as exc:
-                failures.append(str(exc))
-                continue
-            found = {kv.key: kv for kv in result.kvs}
-            return WriteLedger.check(snapshot, found)
+        stopped = not self._clients and not self.running
+        try:
+            for name in self._rotation():
+                try:
+                    result = await self._client(name).range(
+                        self.prefix, prefix=True, timeout=READ_BACK_TIMEOUT_S
+                    )
+                except EtcdError as exc:
+                    failures.append(str(exc))
+                    continue
+                found = {kv.key: kv for kv in result.kvs}
+                return WriteLedger.check(snapshot, found)
+        finally:
+            if stopped:  # called after stop(): leave nothing open
+                await self._close_clients()
         raise EtcdError(
             ", ".join(self._endpoints.values()),
             "cannot read the workload's keys back from any endpoint: " + "; ".join(failures),
@@ -462,7 +396,7 @@ class EtcdWorkload:
 
         async def one(name: str) -> tuple[str, Status | None]:
             try:
-                return name, await self._clients[name].status(timeout=0.5)
+                return name, await self._client(name).status(timeout=0.5)
             except EtcdError:
                 return name, None
 
