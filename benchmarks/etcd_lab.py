@@ -38,6 +38,18 @@ async def new_leader(cluster: EtcdCluster, old: str, timeout: float = 15.0) -> s
     raise TimeoutError(f"no new leader within {timeout} s")
 
 
+async def whole(cluster: EtcdCluster, timeout: float = 15.0) -> None:
+    """Every member answers and names the same leader."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        statuses = await cluster.statuses(timeout=0.5)
+        leaders = {s.leader for s in statuses.values() if s is not None}
+        if None not in statuses.values() and len(leaders) == 1 and 0 not in leaders:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"the cluster was not whole again within {timeout} s")
+
+
 def elected_at(cluster: EtcdCluster, name: str, after: datetime) -> datetime | None:
     """When `name` logged that it was elected leader, after `after`."""
     for line in cluster.supervisor.log_path(name).read_text(errors="replace").splitlines():
@@ -81,6 +93,7 @@ async def one_run(run_dir: Path, members: int, quota: int, wheel: bool) -> dict[
         await new_leader(cluster, leader)
         figures["new leader after partitioning the leader"] = time.monotonic() - started
         await partition.clear()
+        await whole(cluster)
 
         fill = cluster.make_fault("quota_fill", None, {})
         assert isinstance(fill, QuotaFill)

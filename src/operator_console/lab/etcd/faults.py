@@ -235,9 +235,12 @@ class QuotaFill(EtcdFault):
             await asyncio.gather(task, return_exceptions=True)
 
     async def _fill(self) -> None:
-        names = [n for n in self.cluster.member_names if self.cluster.member_status(n) == "running"]
+        # Write through members that know a leader: one that just rejoined would hold a
+        # write until etcd's request timeout.
+        statuses = await self.cluster.statuses()
+        names = [n for n, s in statuses.items() if s is not None and s.leader != 0]
         if not names:
-            raise FaultError(f"{self.kind}: no running member to write through")
+            raise FaultError(f"{self.kind}: no running member with a leader to write through")
         started = time.monotonic()
         deadline = started + self.timeout_s
         full = asyncio.Event()
