@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -237,5 +238,138 @@ async def test_proxy_forwards_while_the_callers_loop_is_blocked(valkey: ValkeySt
         assert client.ping() is True
         assert time.monotonic() - started >= 0.04  # 20 ms each way
         client.close()
+    finally:
+        await p.stop()
+
+
+class Callers:
+    """Names connections by their source port, the way a real identify hook names a dialler."""
+
+    def __init__(self) -> None:
+        self.names: dict[int, str] = {}
+
+    async def identify(self, peer: tuple[object, ...], _head: bytes) -> str | None:
+        port = peer[1]
+        assert isinstance(port, int)
+        return self.names.get(port)
+
+    async def connect(
+        self, name: str | None, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect from a bound source port, named before the proxy can ask."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        if name is not None:
+            self.names[sock.getsockname()[1]] = name
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        return await asyncio.open_connection(sock=sock)
+
+
+@pytest.fixture
+async def named_proxy(echo: EchoServer) -> AsyncIterator[tuple[FaultProxy, Callers]]:
+    callers = Callers()
+    p = FaultProxy("127.0.0.1", 0, "127.0.0.1", echo.port, identify=callers.identify)
+    await p.start()
+    yield p, callers
+    await p.stop()
+
+
+async def echoes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> float:
+    started = time.monotonic()
+    writer.write(b"ping")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.readexactly(4), 3) == b"ping"
+    return time.monotonic() - started
+
+
+async def test_cutting_one_source_drops_only_its_connections(
+    named_proxy: tuple[FaultProxy, Callers],
+):
+    proxy, callers = named_proxy
+    a = await callers.connect("a", proxy.port)
+    b = await callers.connect("b", proxy.port)
+    stranger = await callers.connect(None, proxy.port)
+    for conn in (a, b, stranger):
+        await echoes(*conn)
+    assert proxy.state["sources"] == {"a": 1, "b": 1, "unknown": 1}
+
+    proxy.cut_source("a")
+    assert await asyncio.wait_for(a[0].read(), 3) == b""  # the open connection dropped
+    await echoes(*b)
+    await echoes(*stranger)
+    again = await callers.connect("a", proxy.port)
+    assert await asyncio.wait_for(again[0].read(), 3) == b""  # and new ones are refused
+    assert proxy.state["refused"] == {"a": 1}
+    assert proxy.state["cut_sources"] == ["a"]
+
+    proxy.uncut_source("a")
+    await echoes(*await callers.connect("a", proxy.port))
+    proxy.cut()
+    refused = await callers.connect("b", proxy.port)
+    assert await asyncio.wait_for(refused[0].read(), 3) == b""
+    assert proxy.state["refused"] == {"a": 1, "b": 1}  # counted by who was refused
+    proxy.uncut()
+    await echoes(*await callers.connect("b", proxy.port))
+    for _, writer in (a, b, stranger, again, refused):
+        writer.close()
+
+
+async def test_latency_for_one_source_adds_to_the_links_own(
+    named_proxy: tuple[FaultProxy, Callers],
+):
+    proxy, callers = named_proxy
+    slow = await callers.connect("slow", proxy.port)
+    fast = await callers.connect("fast", proxy.port)
+    proxy.set_source_latency("slow", 100)
+    assert await echoes(*slow) >= 0.19  # 100 ms each way
+    assert await echoes(*fast) < 0.1
+    proxy.set_latency(50)
+    assert proxy.latency_for("slow") == 150 and proxy.latency_for("fast") == 50
+    assert proxy.latency_for(None) == 50
+    assert await echoes(*slow) >= 0.29
+    proxy.restore()
+    assert proxy.state["source_latency_ms"] == {} and proxy.latency_for("slow") == 0
+    assert await echoes(*slow) < 0.1
+    with pytest.raises(ValueError, match="latency"):
+        proxy.set_source_latency("slow", -5)
+    for _, writer in (slow, fast):
+        writer.close()
+
+
+async def test_a_failing_identify_hook_leaves_the_connection_unattributed(echo: EchoServer):
+    async def broken(_peer: tuple[object, ...], _head: bytes) -> str | None:
+        raise RuntimeError("no idea")
+
+    p = FaultProxy("127.0.0.1", 0, "127.0.0.1", echo.port, identify=broken)
+    await p.start()
+    try:
+        got, _ = await roundtrip(p.port, b"still forwarded")
+        assert got == b"still forwarded"
+        assert p.state["accepted"] == 1
+    finally:
+        await p.stop()
+
+
+async def test_identify_sees_the_first_bytes_and_they_still_reach_upstream(echo: EchoServer):
+    seen: list[bytes] = []
+
+    async def by_greeting(_peer: tuple[object, ...], head: bytes) -> str | None:
+        seen.append(head)
+        return head.split(b" ", 1)[0].decode() or None
+
+    p = FaultProxy("127.0.0.1", 0, "127.0.0.1", echo.port, identify=by_greeting, head_bytes=1024)
+    await p.start()
+    try:
+        p.cut_source("mallory")
+        got, _ = await roundtrip(p.port, b"alice says hello")
+        assert got == b"alice says hello"
+        assert seen == [b"alice says hello"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(b"mallory says hello")
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+        writer.close()
+        assert p.state["refused"] == {"mallory": 1}
+        assert p.state["bytes_up"] == len(b"alice says hello")
     finally:
         await p.stop()

@@ -1,4 +1,9 @@
-"""A TCP proxy on one node's link to the store, so that link alone can be slowed or cut."""
+"""A TCP proxy on one link, so that link alone can be slowed or cut.
+
+With an `identify` hook the proxy also learns who dialled each connection (from its peer
+address and, with `head_bytes`, the first bytes it sent), so faults can apply to one caller's
+connections only (a peer's traffic to a member, not everyone's).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,20 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 _CHUNK = 64 * 1024
 _MAX_QUEUED = 4 * 1024 * 1024  # bytes held back by latency before the reader pauses
 _CONNECT_TIMEOUT_S = 5.0
+_IDENTIFY_TIMEOUT_S = 2.0
+# A client that waits for the server to speak first gives no head; do not wait long for one.
+_HEAD_TIMEOUT_S = 0.5
+UNKNOWN_SOURCE = "unknown"
+
+# Given a connection's peer address and first bytes, name whoever dialled it (None: unknown).
+Identify = Callable[[tuple[Any, ...], bytes], Awaitable[str | None]]
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -86,8 +98,10 @@ class _Link:
         proxy: FaultProxy,
         client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        source: str | None = None,
     ) -> None:
         self.proxy = proxy
+        self.source = source
         self.client_reader, self.client_writer = client
         self.up_reader, self.up_writer = upstream
         self._delayed: list[_DelayedWriter] = []
@@ -115,7 +129,7 @@ class _Link:
                 if not data:
                     break
                 self.proxy._count(direction, len(data))
-                delayed.send(data, self.proxy.latency_ms / 1000.0)
+                delayed.send(data, self.proxy.latency_for(self.source) / 1000.0)
                 if delayed.queued_bytes > _MAX_QUEUED:
                     await delayed.wait_empty()
                 await writer.drain()
@@ -146,7 +160,9 @@ class FaultProxy:
     """Forwards TCP from a listen port to an upstream, with switchable latency and cut.
 
     The proxy serves from its own thread and event loop, so the delay it adds is the one
-    asked for, not whatever backlog the caller's busy event loop happens to have.
+    asked for, not whatever backlog the caller's busy event loop happens to have. When
+    `identify` is given, each connection is attributed to a source as it arrives, and
+    cuts and latency can also be set for one source's connections alone.
     """
 
     def __init__(
@@ -155,6 +171,9 @@ class FaultProxy:
         listen_port: int,
         upstream_host: str,
         upstream_port: int,
+        *,
+        identify: Identify | None = None,
+        head_bytes: int = 0,
     ) -> None:
         self.listen_host = listen_host
         self.listen_port = listen_port
@@ -170,6 +189,11 @@ class FaultProxy:
         self._accepted = 0
         self._bytes_up = 0
         self._bytes_down = 0
+        self._identify = identify
+        self._head_bytes = head_bytes
+        self._cut_sources: set[str] = set()
+        self._source_latency: dict[str, float] = {}
+        self._refused: Counter[str] = Counter()
 
     # -------------------------------------------------------------- lifecycle
 
@@ -258,8 +282,13 @@ class FaultProxy:
         self._cut = True
         self._on_proxy_loop(self._drop_links)
 
-    def _drop_links(self) -> None:
-        links, self._links = self._links, set()
+    def _drop_links(self, source: str | None = None) -> None:
+        """Abort every open connection, or only those attributed to `source`."""
+        if source is None:
+            links, self._links = self._links, set()
+        else:
+            links = {link for link in self._links if link.source == source}
+            self._links -= links
         for link in links:
             link.abort()
 
@@ -285,10 +314,45 @@ class FaultProxy:
         loop.call_soon_threadsafe(call)
         done.result(timeout=5.0)
 
+    def uncut(self) -> None:
+        """Accept connections again; latency settings stay as they are."""
+        self._cut = False
+
+    def cut_source(self, source: str) -> None:
+        """Drop `source`'s open connections and refuse its new ones; others pass."""
+        self._cut_sources.add(source)
+        self._on_proxy_loop(lambda: self._drop_links(source))
+
+    def uncut_source(self, source: str) -> None:
+        self._cut_sources.discard(source)
+
+    def set_source_latency(self, source: str, ms: float) -> None:
+        """Delay every chunk of `source`'s connections, both ways, by `ms` more milliseconds."""
+        if ms < 0:
+            raise ValueError(f"latency must be >= 0 ms, got {ms}")
+        if ms == 0:
+            self._source_latency.pop(source, None)
+        else:
+            self._source_latency[source] = float(ms)
+
+    def latency_for(self, source: str | None) -> float:
+        """The delay in ms a connection from `source` gets: the link's plus the source's own."""
+        extra = self._source_latency.get(source, 0.0) if source is not None else 0.0
+        return self._latency_ms + extra
+
+    def _refuses(self, source: str | None) -> bool:
+        return (
+            self._cut
+            or self._server is None
+            or (source is not None and source in self._cut_sources)
+        )
+
     def restore(self) -> None:
-        """Back to a clean link: no latency, connections accepted again."""
+        """Back to a clean link: no latency, connections accepted again, from every source."""
         self._latency_ms = 0.0
         self._cut = False
+        self._cut_sources.clear()
+        self._source_latency.clear()
 
     @property
     def state(self) -> dict[str, Any]:
@@ -299,6 +363,10 @@ class FaultProxy:
             "accepted": self._accepted,
             "bytes_up": self._bytes_up,
             "bytes_down": self._bytes_down,
+            "cut_sources": sorted(self._cut_sources),
+            "source_latency_ms": dict(self._source_latency),
+            "sources": dict(Counter(link.source or UNKNOWN_SOURCE for link in self._links)),
+            "refused": dict(self._refused),
         }
 
     # -------------------------------------------------------------- internals
@@ -323,8 +391,33 @@ class FaultProxy:
             if task is not None:
                 self._handlers.discard(task)
 
+    async def _source_of(self, writer: asyncio.StreamWriter, head: bytes) -> str | None:
+        if self._identify is None:
+            return None
+        try:
+            async with asyncio.timeout(_IDENTIFY_TIMEOUT_S):
+                return await self._identify(writer.get_extra_info("peername"), head)
+        except Exception:
+            return None
+
+    async def _read_head(self, reader: asyncio.StreamReader) -> bytes:
+        try:
+            async with asyncio.timeout(_HEAD_TIMEOUT_S):
+                return await reader.read(self._head_bytes)
+        except (TimeoutError, OSError):
+            return b""
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._cut or self._server is None:
+        head = b""
+        if self._identify is not None and self._head_bytes > 0:
+            head = await self._read_head(reader)
+            if not head and reader.at_eof():
+                writer.transport.abort()
+                return
+        # Attribute first even when cut, so refusals are counted per source.
+        source = await self._source_of(writer, head)
+        if self._refuses(source):
+            self._refused[source or UNKNOWN_SOURCE] += 1
             writer.transport.abort()
             return
         self._accepted += 1
@@ -334,13 +427,20 @@ class FaultProxy:
         except (OSError, TimeoutError):
             writer.transport.abort()
             return
-        if self._cut or self._server is None:
+        if self._refuses(source):
+            self._refused[source or UNKNOWN_SOURCE] += 1
             writer.transport.abort()
             upstream[1].transport.abort()
             return
-        link = _Link(self, (reader, writer), upstream)
+        link = _Link(self, (reader, writer), upstream, source)
         self._links.add(link)
         try:
+            if head:
+                delay_s = self.latency_for(source) / 1000.0
+                if delay_s > 0:
+                    await asyncio.sleep(delay_s)
+                self._count("up", len(head))
+                upstream[1].write(head)
             await link.run()
         finally:
             self._links.discard(link)
