@@ -97,10 +97,16 @@ def build_http_client(
     tls: TLSFiles | None,
     credentials: Credentials | None,
     timeout: float,
+    endpoints: tuple[str, ...] = (),
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     """One pooled async client for every endpoint of a cluster, redirects not followed."""
-    verify: ssl.SSLContext | bool = tls.ssl_context() if tls is not None else True
+    verify: ssl.SSLContext | bool
+    if tls is not None:
+        verify = tls.ssl_context()
+    else:
+        # The system trust store takes a tenth of a second to load; plain http needs none.
+        verify = any(url.startswith("https://") for url in endpoints) or not endpoints
     return httpx.AsyncClient(
         verify=verify,
         auth=credentials.auth() if credentials is not None else None,

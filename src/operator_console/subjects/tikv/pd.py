@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
@@ -93,7 +94,8 @@ class PDClient:
         self.endpoints: tuple[str, ...] = tuple(url for url, _ in cleaned)
         creds = credentials or next((c for _, c in cleaned if c is not None), None)
         self._http = build_http_client(
-            tls=tls, credentials=creds, timeout=timeout, transport=transport
+            tls=tls, credentials=creds, timeout=timeout, endpoints=self.endpoints,
+            transport=transport,
         )
         self._preferred = 0
         self.bytes_read = 0
@@ -135,10 +137,12 @@ class PDClient:
             request = self._http.build_request(method, url, content=content, headers=headers)
             try:
                 response = await self._http.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout, ssl.SSLError) as exc:
+                # ssl.SSLError: under TLS 1.3 the server's refusal (certificate required)
+                # can surface bare on the first read, after the request was refused unread.
                 failures.append(f"{base}: cannot connect ({_reason(exc)})")
                 continue
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, OSError) as exc:
                 if not idempotent:
                     raise PDUnavailableError(
                         f"PD {endpoint} at {base}: the connection failed after the request was"

@@ -135,7 +135,8 @@ class PrometheusClient:
     ) -> None:
         self.url, embedded = split_endpoint(url)
         self._http = build_http_client(
-            tls=tls, credentials=credentials or embedded, timeout=timeout, transport=transport
+            tls=tls, credentials=credentials or embedded, timeout=timeout,
+            endpoints=(self.url,), transport=transport,
         )
 
     def __repr__(self) -> str:
@@ -188,7 +189,7 @@ class PrometheusClient:
     async def _post(self, path: str, form: dict[str, str], promql: str) -> QueryResult:
         try:
             response = await self._http.post(self.url + path, data=form)
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, OSError) as exc:
             raise PrometheusUnavailableError(
                 f"Prometheus at {self.url} cannot be reached ({exc or type(exc).__name__});"
                 " check the URL (usually port 9090)",
