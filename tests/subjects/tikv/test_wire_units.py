@@ -201,3 +201,29 @@ def test_every_cassette_names_its_pd_release_and_source() -> None:
                 assert "\n" not in exchange["body"]  # easyjson writes compact, no newline
             elif exchange["content_type"].startswith("application/json"):
                 assert exchange["body"].endswith("\n")  # render.JSON's indent adds one
+
+
+async def test_a_check_listing_cut_short_or_missing_store_ids_is_a_response_error() -> None:
+    import httpx
+
+    from operator_console.subjects.tikv.pd import PDClient
+    from operator_console.subjects.tikv.pd_errors import PDResponseError
+
+    region = '{"id":%d,"peers":[{"id":3,"store_id":1}],"down_peers":[{"peer":{"id":3}}]}'
+    bodies = {
+        "down-peer": ('{"count":3,"regions":[' + ",".join(region % i for i in (2, 6, 10))
+                      + "]}").encode(),
+        "miss-peer": b'{"count":1,"regions":[{"id":2,"peers":[{"id":3,"st',
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        kind = request.url.path.rsplit("/", 1)[1]
+        return httpx.Response(200, content=bodies[kind],
+                              headers={"Content-Type": "application/octet-stream"})
+
+    async with PDClient("http://pd:2379", transport=httpx.MockTransport(answer)) as client:
+        # Past the sample, a down peer without a store id is still caught.
+        with pytest.raises(PDResponseError, match="without a store id"):
+            await client.region_check("down-peer", sample=1)
+        with pytest.raises(PDResponseError, match="not JSON"):
+            await client.region_check("miss-peer")

@@ -323,11 +323,23 @@ class PDClient:
     ) -> int:
         taken = len(items)
         for raw in items:
-            brief = RegionBrief.from_json(raw)
-            down.update(brief.down_store_ids)
-            pending.update(brief.pending_store_ids)
             if len(briefs) < sample:
+                brief = RegionBrief.from_json(raw)
                 briefs.append(brief)
+                down.update(brief.down_store_ids)
+                pending.update(brief.pending_store_ids)
+                continue
+            # Past the sample only the stores matter: read them without building objects.
+            try:
+                for stats in raw.get("down_peers") or ():
+                    down[stats["peer"]["store_id"]] += 1
+                for peer in raw.get("pending_peers") or ():
+                    pending[peer["store_id"]] += 1
+            except (AttributeError, KeyError, TypeError):
+                raise MalformedPayloadError(
+                    f"region {raw.get('id') if isinstance(raw, dict) else raw!r}: down or"
+                    " pending peers without a store id"
+                ) from None
         items.clear()
         return taken
 

@@ -16,11 +16,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from operator_console.subjects.tikv.pd import PDClient
-from operator_console.subjects.tikv.pd_errors import PDError, PDUnavailableError
+from operator_console.subjects.tikv.pd_errors import (
+    PDError,
+    PDUnavailableError,
+    RegionNotFoundError,
+)
 from operator_console.subjects.tikv.pd_models import (
     MemberHealth,
     Members,
     PDMember,
+    Region,
     RegionCheck,
     RegionStats,
     Store,
@@ -111,3 +116,27 @@ async def observe_cluster(
         elapsed_s=time.perf_counter() - started,
         bytes_read=pd.bytes_read - bytes_before,
     )
+
+
+async def regions_pointed_at(
+    pd: PDClient, snapshot: ClusterSnapshot, *, per_check: int = 2
+) -> dict[str, tuple[Region, ...]]:
+    """Full detail of the first regions each non-empty check sampled, fetched by id."""
+    wanted = {
+        kind: check.sample_ids[:per_check]
+        for kind, check in snapshot.checks.items()
+        if check.count
+    }
+    ids = sorted({region_id for chosen in wanted.values() for region_id in chosen})
+
+    async def fetch(region_id: int) -> Region | None:
+        try:
+            return await pd.region(region_id)
+        except RegionNotFoundError:  # merged or gone since the check listed it
+            return None
+
+    found = dict(zip(ids, await asyncio.gather(*(fetch(i) for i in ids)), strict=True))
+    return {
+        kind: tuple(r for i in chosen if (r := found[i]) is not None)
+        for kind, chosen in wanted.items()
+    }
