@@ -25,7 +25,7 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from fractions import Fraction
@@ -418,15 +418,20 @@ class MetricsDouble:
 
     def start(self) -> MetricsDouble:
         interval = int(self.manifest["interval_s"])
-        for target in self.targets:
+        for target in list(self.targets):
             if not target.up:
                 continue
             first = (self._folder / f"{target.name}.0s.prom").read_text()
             second = (self._folder / f"{target.name}.{interval}s.prom").read_text()
             content_type = ("text/plain; version=0.0.4" if target.job == "tikv"
                             else "text/plain; version=0.0.4; charset=utf-8")
-            server = _MetricsServer(target.port, _Capture(first, second, interval),
-                                    content_type, self.started_s)
+            capture = _Capture(first, second, interval)
+            try:
+                server = _MetricsServer(target.port, capture, content_type, self.started_s)
+            except OSError:  # taken since it was chosen: choose again, before Prometheus knows
+                index = self.targets.index(target)
+                target = self.targets[index] = replace(target, port=free_port())
+                server = _MetricsServer(target.port, capture, content_type, self.started_s)
             thread = threading.Thread(target=server.serve_forever, daemon=True,
                                       kwargs={"poll_interval": 0.01},
                                       name=f"metrics-{self.set_name}-{target.name}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from operator_console.lab.ports import free_port
-from operator_console.lab.supervisor import Supervisor
+from operator_console.lab.supervisor import ProcessStartError, Supervisor
 from tests.subjects.tikv.pd_server import MetricsDouble
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -62,27 +62,34 @@ async def start_prometheus(run_dir: Path, sets: list[MetricsDouble]) -> RunningP
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "prometheus.yml"
     config.write_text(scrape_config(sets))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-
-    async def ready() -> bool:
-        async with httpx.AsyncClient(timeout=1.0) as client:
-            return (await client.get(f"{url}/-/ready")).status_code == 200
-
     supervisor = Supervisor(run_dir)
-    await supervisor.start(
-        "prometheus",
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={run_dir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--storage.tsdb.retention.time=1h",
-            "--log.level=warn",
-        ],
-        ready=ready,
-        timeout=30,
-    )
+    for attempt in range(3):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+
+        async def ready(url: str = url) -> bool:
+            async with httpx.AsyncClient(timeout=1.0) as client:
+                return (await client.get(f"{url}/-/ready")).status_code == 200
+
+        try:
+            await supervisor.start(
+                "prometheus",
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={run_dir / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--storage.tsdb.retention.time=1h",
+                    "--log.level=warn",
+                ],
+                ready=ready,
+                timeout=30,
+            )
+            break
+        except ProcessStartError as exc:
+            # The one failure worth a retry: the port was taken after it was chosen.
+            if "address already in use" not in exc.log_tail or attempt == 2:
+                raise
     return RunningPrometheus(url, supervisor, sets)
 
 

@@ -13,7 +13,11 @@ import pytest
 from operator_console.lab.ports import free_port
 from operator_console.subjects.tikv.pd import PDClient
 from operator_console.subjects.tikv.pd_errors import PDUnavailableError
-from operator_console.subjects.tikv.snapshot import OBSERVED_CHECKS, observe_cluster
+from operator_console.subjects.tikv.snapshot import (
+    OBSERVED_CHECKS,
+    observe_cluster,
+    regions_pointed_at,
+)
 from tests.subjects.tikv.pd_server import PDDouble
 
 Start = Callable[..., PDDouble]
@@ -85,3 +89,20 @@ async def test_pd_gone_entirely_raises_unavailable() -> None:
     async with PDClient(f"http://127.0.0.1:{free_port()}", timeout=1) as client:
         with pytest.raises(PDUnavailableError, match="cannot connect"):
             await observe_cluster(client)
+
+
+async def test_only_regions_a_check_points_at_are_read_and_only_by_id(pd_doubles: Start) -> None:
+    pd = pd_doubles(situation="store-down")
+    async with PDClient(pd.url) as client:
+        snapshot = await observe_cluster(client)
+        pd.clear_requests()
+        detail = await regions_pointed_at(client, snapshot, per_check=2)
+    assert set(detail) == {"miss-peer", "down-peer", "pending-peer"}  # offline-peer is empty
+    assert [r.id for r in detail["miss-peer"]] == [2, 6]
+    assert all(len(r.peers) == 2 for r in detail["miss-peer"])
+    assert [r.id for r in detail["down-peer"]] == [14, 18]
+    assert detail["down-peer"][1].down_peers[0][0].store_id == 5
+    assert [r.id for r in detail["pending-peer"]] == [18, 26]
+    # Each region once, by id, however many checks list it.
+    assert sorted(r.path for r in pd.requests) == sorted(
+        f"/pd/api/v1/region/id/{i}" for i in (2, 6, 14, 18, 26))

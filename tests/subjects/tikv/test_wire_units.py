@@ -22,13 +22,13 @@ from operator_console.subjects.tikv.pd_errors import (
 )
 from operator_console.subjects.tikv.pd_models import (
     MalformedPayloadError,
-    Operator,
     Store,
     parse_byte_size,
     parse_go_duration,
     parse_go_time,
     stores_from_json,
 )
+from operator_console.subjects.tikv.pd_regions import Operator
 from operator_console.subjects.tikv.queries import TargetLabels, tikv_store_size
 from tests.subjects.tikv.pd_server import PAYLOADS
 from tests.subjects.tikv.wire import gojson

@@ -48,17 +48,19 @@ from operator_console.subjects.tikv.pd_models import (
     MalformedPayloadError,
     MemberHealth,
     Members,
-    Operator,
     PDMember,
-    Region,
-    RegionBrief,
-    RegionCheck,
-    RegionStats,
     ReplicationConfig,
     Store,
     arr,
     obj,
     stores_from_json,
+)
+from operator_console.subjects.tikv.pd_regions import (
+    Operator,
+    Region,
+    RegionBrief,
+    RegionCheck,
+    RegionStats,
 )
 
 log = logging.getLogger(__name__)

@@ -21,15 +21,8 @@ from operator_console.subjects.tikv.pd_errors import (
     PDUnavailableError,
     RegionNotFoundError,
 )
-from operator_console.subjects.tikv.pd_models import (
-    MemberHealth,
-    Members,
-    PDMember,
-    Region,
-    RegionCheck,
-    RegionStats,
-    Store,
-)
+from operator_console.subjects.tikv.pd_models import MemberHealth, Members, PDMember, Store
+from operator_console.subjects.tikv.pd_regions import Region, RegionCheck, RegionStats
 
 OBSERVED_CHECKS = ("miss-peer", "down-peer", "pending-peer", "offline-peer")
 

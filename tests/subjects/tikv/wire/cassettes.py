@@ -66,8 +66,11 @@ def reads(s: Situation, rel: PDRelease) -> list[Exchange]:
     for kind, listed in region_checks(s).items():
         out.append(Exchange("GET", f"{API}/regions/check/{kind}", 200, "application/octet-stream",
                             regions_list(listed, rel)))
-    for region in s.regions[:5]:
-        out.append(region_by_id(s, region.id, rel))
+    # The first regions, and those a check's sample (eight at most) would point at.
+    pointed = {r.id for listed in region_checks(s).values() for r in listed[:8]}
+    for region in s.regions:
+        if region.id in pointed or region is s.regions[4] or region.id < s.regions[4].id:
+            out.append(region_by_id(s, region.id, rel))
     out.append(region_by_id(s, UNKNOWN_REGION, rel))
     out.extend(_scan_pages(s, rel))
     return out
