@@ -1,0 +1,1 @@
+"""The tikv subject: a TiKV cluster watched through PD's HTTP API and Prometheus."""
