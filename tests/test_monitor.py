@@ -87,6 +87,9 @@ class ScriptedSubject:
             rows=tuple(PanelRow(t, "failing", tone="error") for t in state.frame.failing)
         )
 
+    def condition(self, name: str, target: str, observation: Observation) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 

@@ -127,6 +127,7 @@ class RulesBrain:
         diagnosis = Diagnosis(
             summary=f"{ticket.invariant} on {ticket.target}: {hypothesis.description}",
             root_cause=hypothesis.description,
+            label=hypothesis.name,
             evidence=evidence,
             alternatives=alternatives,
             confidence=round(min(1.0, assessment.score / total), 2),

@@ -37,6 +37,7 @@ from operator_console.contract.hypotheses import (
 from operator_console.contract.subject import (
     AgentKit,
     AttachedLab,
+    Condition,
     Deployment,
     Fault,
     Lab,
@@ -73,6 +74,7 @@ __all__ = [
     "AttachedLab",
     "ClusterView",
     "Column",
+    "Condition",
     "Deployment",
     "Diagnosis",
     "Effect",

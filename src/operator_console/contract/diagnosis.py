@@ -32,6 +32,11 @@ class Diagnosis(BaseModel):
 
     summary: str
     root_cause: str
+    label: str = Field(
+        default="",
+        description="the root cause's stable label: the runbook hypothesis's name (e.g. "
+        "process_died), or empty when none fits",
+    )
     evidence: list[Evidence] = Field(default_factory=list)
     alternatives: list[Alternative] = Field(default_factory=list)
     confidence: float = Field(ge=0, le=1)

@@ -99,7 +99,21 @@ class Subject(Protocol):
         """The cluster panel's rows for this observation."""
         ...
 
+    def condition(self, name: str, target: str, observation: Observation) -> Condition | None:
+        """Whether a named cause (an `ActionSpec.cause`) still holds on a target, for a
+        mitigated ticket; None when this subject knows no such condition."""
+        ...
+
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """The state of a cause a mitigation hides: `holds` while it is still there, and what
+    remains, in words (e.g. "its store link is still slow: health 612 ms")."""
+
+    holds: bool
+    remains: str
 
 
 SampleSink = Callable[[WorkloadSample], None]
@@ -213,6 +227,9 @@ class LazySubject:
 
     def panel(self, observation: Observation) -> ClusterView:
         return self.built.panel(observation)
+
+    def condition(self, name: str, target: str, observation: Observation) -> Condition | None:
+        return self.built.condition(name, target, observation)
 
     async def close(self) -> None:
         if self._subject is not None:

@@ -15,7 +15,7 @@ import httpx
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from operator_console.contract import ClusterView, Column, PanelRow, Tone
+from operator_console.contract import ClusterView, Column, Condition, PanelRow, Tone
 from operator_console.domain import (
     Invariant,
     Observation,
@@ -267,6 +267,15 @@ class RateLimiterObserver:
             return ClusterView(rows=(), note=state.summary())
         return cluster_view(state)
 
+    def condition(self, name: str, target: str, observation: Observation) -> Condition | None:
+        state = observation.state
+        if name != "node_serving" or not isinstance(state, RateLimiterState):
+            return None
+        node = state.nodes.get(target)
+        if node is None:
+            return Condition(True, f"{target} is not in this cluster's observation")
+        return node_serving(node)
+
     async def observe(self) -> Observation:
         at = utcnow()
         sources: dict[str, SourceStatus] = {}
@@ -505,3 +514,25 @@ def cluster_view(state: RateLimiterState) -> ClusterView:
     up = sum(1 for node in state.nodes.values() if node.state in ("up", "drained"))
     note = f"{up} of {len(state.nodes)} nodes serving, store {store.state}"
     return ClusterView(rows=tuple(rows), columns=PANEL_COLUMNS, note=note)
+
+
+# A node's health check pings the store; slower than this, its link to the store is slow.
+SLOW_HEALTH_MS = 100.0
+
+
+def node_serving(node: NodeView) -> Condition:
+    """Whether a node could serve again (what a drain hides): it answers, says it is healthy,
+    reaches the store, and its health check (which pings the store) is fast."""
+    if not node.reachable:
+        return Condition(True, f"{node.name} does not answer: {node.error}")
+    if node.store_reachable is False:
+        return Condition(True, f"{node.name} cannot reach the store: {node.store_error}")
+    if node.health_latency_ms is not None and node.health_latency_ms > SLOW_HEALTH_MS:
+        return Condition(
+            True,
+            f"{node.name}'s store link is still slow: its health check takes "
+            f"{node.health_latency_ms:.0f} ms",
+        )
+    if node.healthy is False:
+        return Condition(True, f"{node.name} reports itself unhealthy")
+    return Condition(False, f"{node.name} answers healthy in {node.health_latency_ms or 0:.0f} ms")
