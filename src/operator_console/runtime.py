@@ -12,17 +12,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
 from sqlalchemy.engine import Engine
 
 from operator_console.actions.decisions import Decisions
 from operator_console.actions.executor import Executor, Verifier
 from operator_console.actions.shell import shell_action
 from operator_console.actions.store import ActionRepository, Controls, Mode
+from operator_console.agent.proposals import Limits
 from operator_console.agent.runner import AgentLoop
 from operator_console.agent.select import choose_brain
 from operator_console.audit import AuditLog
 from operator_console.contract import (
     AgentKit,
+    Condition,
     Deployment,
     Fault,
     Placement,
@@ -42,6 +45,7 @@ from operator_console.domain.events import (
     ModeChanged,
     RunFinished,
     RunStarted,
+    TicketAbandoned,
     WorkloadChanged,
     WorkloadSampled,
 )
@@ -193,6 +197,7 @@ class Runtime:
         self.bus.bind_loop()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(init_db, self.engine)
+        await self.reap_dead_runs()
         await asyncio.to_thread(
             self.runs.create,
             self.run_id,
@@ -270,6 +275,11 @@ class Runtime:
             run_id=self.run_id,
             audit=self.audit,
             catalog=catalog,
+            limits=Limits(
+                auto_per_target=self.settings.auto_actions_per_target,
+                window_s=self.settings.auto_action_window_s,
+                after_action_s=self.settings.after_action_window_s,
+            ),
         )
         self.executor = Executor(
             self.actions,
@@ -279,12 +289,20 @@ class Runtime:
             self.bus,
             Verifier(self.bus, clean_ticks=self.settings.resolve_after),
             run_id=self.run_id,
+            condition=self._condition,
         )
         mode = await asyncio.to_thread(self.controls.mode)
         kill = await asyncio.to_thread(self.controls.kill_switch)
         self.bus.publish(
             AgentReady(brain=choice.brain.name, why=choice.why, mode=mode.value, kill_switch=kill)
         )
+
+    def _condition(self, name: str, target: str) -> Condition | None:
+        """Whether a mitigated cause still holds on a target, by the last observation."""
+        observation = self.last_observation
+        if observation is None or self.deployment is None:
+            return None
+        return self.deployment.subject.condition(name, target, observation)
 
     def start_loops(self) -> list[LoopHandle]:
         """Run the monitor, agent and executor loops through `spawn`: asyncio tasks by
@@ -340,12 +358,35 @@ class Runtime:
             self.deployment.workload.adjust(changes)
             self.bus.publish(WorkloadChanged(changes=dict(changes)))
 
-    async def finish(self, *, ok: bool, summary: dict[str, Any]) -> None:
+    async def reap_dead_runs(self) -> None:
+        """Tickets of runs whose console died are abandoned, saying so."""
+        for run, tickets in await asyncio.to_thread(self.runs.reap_dead, psutil.pid_exists):
+            for ticket in tickets:
+                self.bus.publish(
+                    TicketAbandoned(**ticket.event_fields(), reason=ticket.closed_reason or "")
+                )
+            log.info("run %s: its console is gone; %d ticket(s) abandoned", run.id, len(tickets))
+
+    async def abandon_open(self, reason: str) -> list[str]:
+        """The run ends: every ticket still open ends abandoned, with the reason."""
+        tickets = await asyncio.to_thread(self.tickets.abandon_run, self.run_id, reason)
+        for ticket in tickets:
+            self.bus.publish(TicketAbandoned(**ticket.event_fields(), reason=reason))
+        return [f"#{t.id} {t.invariant} on {t.target}" for t in tickets]
+
+    async def finish(self, *, ok: bool, summary: dict[str, Any], reason: str = "") -> None:
+        """Record the outcome; tickets still open are abandoned first, and the summary says so."""
+        await self.stop_loops()  # nothing may reopen or touch a ticket after this
+        abandoned = await self.abandon_open(
+            f"the run ended ({reason or ('ok' if ok else 'failed')}) before it was resolved"
+        )
+        if abandoned:
+            summary = {**summary, "abandoned": abandoned}
         await asyncio.to_thread(self.runs.finish, self.run_id, ok=ok, summary=summary)
         self.bus.publish(RunFinished(ok=ok, summary=summary))
 
-    async def stop(self) -> None:
-        """Stop everything this run started; safe to call more than once, even mid-start."""
+    async def stop_loops(self) -> None:
+        """Cancel the monitor, agent and executor loops and wait (bounded) until they end."""
         loops, self._loops = self._loops, []
         for handle in loops:
             handle.cancel()
@@ -359,6 +400,12 @@ class Runtime:
                 waiting.cancel()
             if stuck:
                 log.warning("%d loop(s) did not stop within %.0f s", len(stuck), STOP_STEP_S)
+
+    async def stop(self) -> None:
+        """Stop everything this run started; safe to call more than once, even mid-start."""
+        await self.stop_loops()
+        if self._started:
+            await _bounded(self.abandon_open("the run stopped"), STOP_STEP_S, "tickets")
         if self.executor is not None:
             await _bounded(self.executor.stop(), STOP_STEP_S, "executor")
         if self.agent is not None:
@@ -373,7 +420,7 @@ class Runtime:
         await deployment.lab.stop()
 
 
-async def _bounded(step: Awaitable[None], seconds: float, what: str) -> None:
+async def _bounded(step: Awaitable[object], seconds: float, what: str) -> None:
     """A stuck part of shutdown is logged and skipped, so the lab is always stopped."""
     try:
         async with asyncio.timeout(seconds):

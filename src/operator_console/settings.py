@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     agent_max_output_tokens: int = Field(default=1024, ge=64)
     agent_max_wall_s: float = Field(default=120.0, gt=0)
 
+    # Blast radius: what the agent may do without a person, per target.
+    auto_actions_per_target: int = Field(default=2, ge=0, le=100)
+    auto_action_window_s: float = Field(default=600.0, gt=0)
+    after_action_window_s: float = Field(default=60.0, ge=0)
+    # How long a run waits for a person to decide a proposal before it ends and says so.
+    approval_wait_s: float = Field(default=120.0, gt=0, le=86_400)
+
     # The agent's shell tool: off unless enabled. Each call is a high-risk action.
     shell_enabled: bool = False
     shell_timeout_s: float = Field(default=20.0, gt=0, le=600)

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Callable
 
 from tenacity import AsyncRetrying, stop_after_attempt, wait_random_exponential
 
@@ -22,7 +23,7 @@ from operator_console.actions.store import (
     ApprovalError,
     Controls,
 )
-from operator_console.contract import ActionCatalog, ActionInputError
+from operator_console.contract import ActionCatalog, ActionInputError, Condition
 from operator_console.db.models import ActionRow
 from operator_console.db.tickets import TicketRepository
 from operator_console.domain import TicketState
@@ -45,7 +46,9 @@ from operator_console.domain.events import (
     ModeChanged,
     Observed,
     TicketEscalated,
+    TicketMitigated,
     TicketResolved,
+    TicketUpdated,
 )
 
 log = logging.getLogger(__name__)
@@ -106,6 +109,7 @@ class Executor:
         run_id: str,
         attempts: int = 3,
         poll_s: float = 1.0,
+        condition: Callable[[str, str], Condition | None] | None = None,
     ) -> None:
         self.actions = actions
         self.controls = controls
@@ -116,6 +120,7 @@ class Executor:
         self.run_id = run_id
         self.attempts = attempts
         self.poll_s = poll_s
+        self.condition = condition
         self._known: dict[int, str] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
         self._kill_switch = False
@@ -199,8 +204,8 @@ class Executor:
                         reason=row.decision_reason,
                     )
                 )
-                if row.state != ActionState.APPROVED.value and row.ticket_id is not None:
-                    await asyncio.to_thread(self._release_ticket, row.ticket_id)
+                if row.ticket_id is not None:
+                    await self._after_decision(row)
             else:
                 self._known[row.id] = row.state
             if row.state == ActionState.APPROVED.value:
@@ -209,11 +214,23 @@ class Executor:
     def _forget(self, action_id: int, _task: asyncio.Task[None]) -> None:
         self._running.pop(action_id, None)
 
-    def _release_ticket(self, ticket_id: int) -> None:
-        """A rejected or lapsed action hands the ticket back to the monitor."""
-        ticket = self.tickets.get(ticket_id)
-        if ticket is not None and TicketState(ticket.state).is_active:
-            self.tickets.release(ticket_id)
+    async def _after_decision(self, row: ActionRow) -> None:
+        """A proposal nobody decided in time goes to a person; a cancelled one hands the ticket
+        back to the monitor. (A rejection goes back to the agent, which listens for it.)"""
+        assert row.ticket_id is not None
+        ticket = await asyncio.to_thread(self.tickets.get, row.ticket_id)
+        if ticket is None or not TicketState(ticket.state).is_active:
+            return
+        if row.state == ActionState.EXPIRED.value:
+            await self._escalate(
+                row, f"nobody decided on action #{row.id} ({row.name} {row.params}) in time"
+            )
+        elif row.state == ActionState.CANCELLED.value:
+            released = await asyncio.to_thread(self.tickets.release, row.ticket_id)
+            if released is not None:
+                self.bus.publish(
+                    TicketUpdated(**released.event_fields(), reason=row.decision_reason)
+                )
 
     async def _execute(self, action_id: int) -> None:
         try:
@@ -299,6 +316,10 @@ class Executor:
         self._announce(action_event(verdict, finished, detail=detail))
         if row.ticket_id is None:
             return
+        spec = self.catalog.get(row.name) if row.name in self.catalog.names() else None
+        if ok and spec is not None and spec.effect == "mitigate":
+            await self._mitigated(row, spec.cause)
+            return
         if ok:
             ticket = await asyncio.to_thread(self.tickets.resolve_by_agent, row.ticket_id)
             if ticket is not None:
@@ -307,6 +328,21 @@ class Executor:
                 )
         else:
             await self._escalate(row, f"{row.name} ran but did not fix it: {detail}")
+
+    async def _mitigated(self, row: ActionRow, cause: str | None) -> None:
+        """The symptom is gone but the cause is not: the ticket says what remains."""
+        assert row.id is not None and row.ticket_id is not None
+        target = ", ".join(row.targets) or "the system"
+        condition = self.condition(cause, target) if cause and self.condition else None
+        remains = condition.remains if condition is not None else "the cause is still there"
+        text = f"{row.name} on {target} verified as a mitigation; {remains}"
+        ticket = await asyncio.to_thread(
+            self.tickets.mitigate, row.ticket_id, action_id=row.id, cause=cause, remains=text
+        )
+        if ticket is not None:
+            self.bus.publish(
+                TicketMitigated(**ticket.event_fields(), action_id=row.id, cause=cause or "")
+            )
 
     async def _escalate(self, row: ActionRow, reason: str) -> None:
         if row.ticket_id is None:

@@ -6,7 +6,7 @@ approving, rejecting or claiming the same action cannot both win.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -143,6 +143,18 @@ class ActionRepository:
             if states:
                 query = query.where(col(ActionRow.state).in_(states))
             return list(session.exec(query.order_by(col(ActionRow.id).desc()).limit(limit)))
+
+    def touching(self, targets: list[str], *, since: datetime, limit: int = 500) -> list[ActionRow]:
+        """Actions created since `since` that touch any of `targets`, newest first."""
+        wanted = set(targets)
+        with Session(self._engine, expire_on_commit=False) as session:
+            rows = session.exec(
+                select(ActionRow)
+                .where(col(ActionRow.created_at) >= since)
+                .order_by(col(ActionRow.id).desc())
+                .limit(limit)
+            )
+            return [row for row in rows if wanted & set(row.targets or [])]
 
     def propose(
         self,

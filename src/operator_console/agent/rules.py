@@ -83,6 +83,20 @@ class RulesBrain:
             reverse=True,
         )
         best = ranked[0] if ranked and ranked[0][1].score > 0 else None
+        refused = None
+        if best is not None and best[1].action is not None:
+            refused = ticket.was_refused(best[1].action.action, best[1].action.params)
+            if refused is not None:
+                # A person said no to this fix: a near alternative with another fix may stand.
+                others = [
+                    (h, a)
+                    for h, a in ranked[1:]
+                    if a.score >= 0.5 * best[1].score
+                    and a.action is not None
+                    and ticket.was_refused(a.action.action, a.action.params) is None
+                ]
+                if others:
+                    best, refused = others[0], None
         alternatives = [
             Alternative(
                 hypothesis=h.description,
@@ -108,6 +122,13 @@ class RulesBrain:
         ]
         recommended = [assessment.action] if assessment.action else []
         blocked = assessment.blocked or None
+        if refused is not None:
+            recommended = []
+            blocked = (
+                f"the person {refused.outcome} {refused.action} {refused.params} "
+                f"({refused.reason or 'no reason given'}) and no other runbook fix fits the "
+                "evidence: the ticket is yours"
+            )
         step(
             Step(
                 StepKind.REASONING,

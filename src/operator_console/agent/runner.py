@@ -1,5 +1,10 @@
 """The agent loop: takes each new ticket, has the brain investigate, turns the diagnosis into
-proposals and lets the policy decide what happens to them. It never executes anything itself."""
+proposals and lets the policy decide what happens to them. It never executes anything itself.
+
+It comes back to a ticket when a person rejects its fix (with the person's reason, so it may
+propose something else or hand the ticket to the person) and when the cause a mitigation left
+behind clears (to undo the mitigation).
+"""
 
 from __future__ import annotations
 
@@ -9,30 +14,31 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from operator_console.actions.decisions import Decisions, action_event
-from operator_console.actions.policy import Decision, decide
+from operator_console.actions.decisions import Decisions
 from operator_console.actions.shell import SHELL_ACTION
-from operator_console.actions.store import ActionRepository, ApprovalError, Controls
-from operator_console.agent.base import Brain, Step
+from operator_console.actions.store import ActionRepository, ActionState, Controls
+from operator_console.agent.base import Brain, BrainResult, Step
+from operator_console.agent.proposals import Limits, Proposer
+from operator_console.agent.scope import Investigation
 from operator_console.audit import AuditLog
 from operator_console.contract import (
     ActionCatalog,
-    ActionInputError,
     AgentKit,
+    PastDecision,
     TicketContext,
     ToolOutput,
     ToolSpec,
 )
 from operator_console.db.models import TicketRow, TranscriptRow
 from operator_console.db.tickets import TicketRepository, TranscriptRepository
-from operator_console.domain import TicketState
 from operator_console.domain.bus import EventBus
 from operator_console.domain.events import (
-    ActionInvalid,
-    ActionProposed,
+    ActionRejected,
     AgentStarted,
     AgentStep,
+    CauseCleared,
     DiagnosisReady,
+    Event,
     TicketEscalated,
     TicketOpened,
     TicketUpdated,
@@ -41,6 +47,14 @@ from operator_console.domain.events import (
 log = logging.getLogger(__name__)
 
 STEP_TEXT_ON_BUS = 2000
+# What happened to an earlier proposal that a new investigation must know about.
+PAST_OUTCOMES = (
+    ActionState.REJECTED.value,
+    ActionState.FAILED.value,
+    ActionState.NOT_VERIFIED.value,
+    ActionState.EXPIRED.value,
+    ActionState.CANCELLED.value,
+)
 
 SHELL_TOOL = ToolSpec(
     "shell",
@@ -73,6 +87,7 @@ class AgentLoop:
         run_id: str,
         audit: AuditLog,
         catalog: ActionCatalog | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.audit = audit
         self.brain = brain
@@ -82,20 +97,38 @@ class AgentLoop:
         self.transcript = transcript
         self.actions = actions
         self.controls = controls
-        self.decisions = decisions
         self.bus = bus
         self.run_id = run_id
         self.actor = f"agent:{brain.name}"
+        self.proposer = Proposer(
+            self.catalog,
+            actions=actions,
+            controls=controls,
+            decisions=decisions,
+            tickets=tickets,
+            bus=bus,
+            audit=self._audit,
+            run_id=run_id,
+            actor=self.actor,
+            limits=limits or Limits(),
+        )
 
     async def run(self) -> None:
-        """Investigate tickets one at a time, in the order they opened, until cancelled."""
+        """Work tickets one at a time, in the order they opened, until cancelled."""
         async with self.bus.subscribe() as queue:
             for ticket in await asyncio.to_thread(self.tickets.unresolved, self.run_id):
                 await self._guarded(ticket.id)
             while True:
-                event = await queue.get()
-                if isinstance(event, TicketOpened):
-                    await self._guarded(event.ticket_id)
+                await self._on(await queue.get())
+
+    async def _on(self, event: Event) -> None:
+        if isinstance(event, TicketOpened):
+            await self._guarded(event.ticket_id)
+        elif isinstance(event, ActionRejected) and event.ticket_id is not None:
+            if (event.by or "").startswith("person"):
+                await self._guarded(event.ticket_id, rejected=True)
+        elif isinstance(event, CauseCleared):
+            await self._guarded(event.ticket_id, undo=event)
 
     async def close(self) -> None:
         """Release what the brain holds (an HTTP client)."""
@@ -103,21 +136,46 @@ class AgentLoop:
         if close is not None:
             await close()
 
-    async def _guarded(self, ticket_id: Any) -> None:
+    async def _guarded(
+        self, ticket_id: Any, *, rejected: bool = False, undo: CauseCleared | None = None
+    ) -> None:
         if not isinstance(ticket_id, int):
             return
         try:
+            if undo is not None:
+                await self.undo_mitigation(ticket_id, undo)
+                return
+            if rejected:
+                released = await asyncio.to_thread(self.tickets.release, ticket_id)
+                if released is None:
+                    return
+                self.bus.publish(
+                    TicketUpdated(**released.event_fields(), reason="a person rejected the fix")
+                )
             await self.handle(ticket_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("investigation of ticket %s failed", ticket_id)
-            ticket = await asyncio.to_thread(
-                self.tickets.escalate, ticket_id, f"the agent failed: {type(exc).__name__}: {exc}"
+            await self._escalate(ticket_id, f"the agent failed: {type(exc).__name__}: {exc}")
+
+    async def _escalate(
+        self, ticket_id: int, reason: str, usage: dict[str, Any] | None = None
+    ) -> None:
+        escalated = await asyncio.to_thread(self.tickets.escalate, ticket_id, reason)
+        self.bus.publish(TicketEscalated(**escalated.event_fields(), reason=reason, usage=usage))
+
+    def _history(self, ticket_id: int) -> tuple[PastDecision, ...]:
+        rows = self.actions.find(ticket_id=ticket_id, states=list(PAST_OUTCOMES), limit=50)
+        return tuple(
+            PastDecision(
+                action=row.name,
+                params=dict(row.params),
+                outcome=row.state,
+                reason=row.decision_reason or row.error or row.result or "",
             )
-            self.bus.publish(
-                TicketEscalated(**ticket.event_fields(), reason=ticket.escalation_reason or "")
-            )
+            for row in reversed(rows)
+        )
 
     async def handle(self, ticket_id: int) -> None:
         if await asyncio.to_thread(self.controls.kill_switch):
@@ -126,6 +184,13 @@ class AgentLoop:
             return
         ticket = await asyncio.to_thread(self.tickets.get, ticket_id)
         assert ticket is not None
+        self.bus.publish(TicketUpdated(**ticket.event_fields(), reason="the agent investigates"))
+        if ticket.after_action_id is None:
+            earlier = await asyncio.to_thread(self.proposer.after_action, ticket)
+            if earlier is not None and earlier.id is not None:
+                await asyncio.to_thread(self.tickets.mark_after_action, ticket_id, earlier.id)
+                ticket.after_action_id = earlier.id
+        history = await asyncio.to_thread(self._history, ticket_id)
         self.bus.publish(
             AgentStarted(
                 ticket_id=ticket_id,
@@ -134,7 +199,15 @@ class AgentLoop:
                 target=ticket.target,
             )
         )
-        seq = 0
+        result = await self._investigate(ticket, history)
+        await self._conclude(ticket, result, history)
+
+    async def _investigate(
+        self, ticket: TicketRow, history: tuple[PastDecision, ...]
+    ) -> BrainResult:
+        assert ticket.id is not None
+        ticket_id = ticket.id
+        seq = len(await asyncio.to_thread(self.transcript.for_ticket, ticket_id))
 
         def on_step(step: Step) -> None:
             nonlocal seq
@@ -179,11 +252,18 @@ class AgentLoop:
             details=ticket.details,
             runbook=self.kit.runbook,
             subject_context=self.kit.context,
+            history=history,
         )
         toolbox = self.kit.toolbox()
         if SHELL_ACTION in self.catalog.names():
             toolbox.add(SHELL_TOOL, functools.partial(self._shell, ticket))
-        result = await self.brain.investigate(context, toolbox, on_step)
+        return await self.brain.investigate(context, toolbox, on_step)
+
+    async def _conclude(
+        self, ticket: TicketRow, result: BrainResult, history: tuple[PastDecision, ...]
+    ) -> None:
+        assert ticket.id is not None
+        ticket_id = ticket.id
         usage = {
             "input_tokens": result.usage.input_tokens,
             "output_tokens": result.usage.output_tokens,
@@ -193,35 +273,49 @@ class AgentLoop:
         if result.diagnosis is None:
             reason = result.escalation or "the brain returned no diagnosis"
             self._audit("agent_escalated", ticket_id, {"reason": reason, "usage": usage})
-            escalated = await asyncio.to_thread(self.tickets.escalate, ticket_id, reason)
-            self.bus.publish(
-                TicketEscalated(**escalated.event_fields(), reason=reason, usage=usage)
-            )
+            await self._escalate(ticket_id, reason, usage)
             return
-        diagnosis = result.diagnosis.model_dump()
-        await asyncio.to_thread(self.tickets.set_diagnosis, ticket_id, diagnosis)
-        self._audit("diagnosis_ready", ticket_id, {**diagnosis, "usage": usage})
+        diagnosis = result.diagnosis
+        await asyncio.to_thread(self.tickets.set_diagnosis, ticket_id, diagnosis.model_dump())
+        self._audit("diagnosis_ready", ticket_id, {**diagnosis.model_dump(), "usage": usage})
         self.bus.publish(
             DiagnosisReady(
                 ticket_id=ticket_id,
                 brain=self.brain.name,
-                summary=result.diagnosis.summary,
-                root_cause=result.diagnosis.root_cause,
-                confidence=result.diagnosis.confidence,
-                evidence=[e.model_dump() for e in result.diagnosis.evidence],
-                alternatives=[a.model_dump() for a in result.diagnosis.alternatives],
-                recommended=[r.model_dump() for r in result.diagnosis.recommended],
+                summary=diagnosis.summary,
+                root_cause=diagnosis.root_cause,
+                confidence=diagnosis.confidence,
+                evidence=[e.model_dump() for e in diagnosis.evidence],
+                alternatives=[a.model_dump() for a in diagnosis.alternatives],
+                recommended=[r.model_dump() for r in diagnosis.recommended],
                 usage=usage,
             )
         )
+        investigation = Investigation.of(result.steps)
         proposed = 0
         refused: list[str] = []
-        for recommendation in result.diagnosis.recommended:
-            outcome = await self._propose(
+        for recommendation in diagnosis.recommended:
+            past = next(
+                (
+                    p
+                    for p in history
+                    if p.action == recommendation.action and p.params == recommendation.params
+                ),
+                None,
+            )
+            if past is not None and past.outcome == ActionState.REJECTED.value:
+                refused.append(
+                    f"the person rejected {past.action} {past.params} "
+                    f"({past.reason or 'no reason'}) and the brain has nothing else to propose"
+                )
+                continue
+            outcome = await self.proposer.propose(
                 ticket,
                 recommendation.action,
                 recommendation.params,
-                recommendation.reason or result.diagnosis.root_cause,
+                recommendation.reason or diagnosis.root_cause,
+                diagnosis=diagnosis,
+                investigation=investigation,
             )
             if outcome is True:
                 proposed += 1
@@ -229,14 +323,42 @@ class AgentLoop:
                 refused.append(outcome)
         if proposed:
             return
+        rejected = [p for p in history if p.outcome == ActionState.REJECTED.value]
         reason = result.escalation or "; ".join(refused)
+        if not reason and rejected:
+            last = rejected[-1]
+            reason = (
+                f"the person rejected {last.action} ({last.reason or 'no reason given'}); "
+                "the agent has no other fix to propose, so the ticket is yours"
+            )
         if reason:
             # The fix the evidence points to cannot be proposed here: a person must act.
-            escalated = await asyncio.to_thread(self.tickets.escalate, ticket_id, reason)
-            self.bus.publish(TicketEscalated(**escalated.event_fields(), reason=reason))
+            await self._escalate(ticket_id, reason)
         else:
             # Nothing to do: the monitor keeps watching and may auto-resolve it.
-            await asyncio.to_thread(self.tickets.release, ticket_id)
+            released = await asyncio.to_thread(self.tickets.release, ticket_id)
+            if released is not None:
+                self.bus.publish(TicketUpdated(**released.event_fields(), reason="no action"))
+
+    async def undo_mitigation(self, ticket_id: int, cleared: CauseCleared) -> None:
+        """The cause is gone: propose taking the mitigation back (its declared undo)."""
+        ticket = await asyncio.to_thread(self.tickets.get, ticket_id)
+        if ticket is None or ticket.mitigation_action_id is None:
+            return
+        mitigation = await asyncio.to_thread(self.actions.get, ticket.mitigation_action_id)
+        if mitigation is None or mitigation.name not in self.catalog.names():
+            return
+        spec = self.catalog.get(mitigation.name)
+        if spec.undo is None:
+            return
+        undo = self.catalog.get(spec.undo)
+        params = {k: v for k, v in mitigation.params.items() if k in undo.params.model_fields}
+        await self.proposer.propose(
+            ticket,
+            undo.name,
+            params,
+            f"the cause is gone ({cleared.detail}): undo {mitigation.name} {mitigation.params}",
+        )
 
     async def _shell(self, ticket: TicketRow, tool_input: Mapping[str, Any]) -> ToolOutput:
         """The shell tool: each call becomes a run_shell action the policy gates."""
@@ -244,7 +366,7 @@ class AgentLoop:
         why = str(tool_input.get("why") or "").strip() or "the agent asked to run a command"
         if not command:
             return ToolOutput("shell needs a non-empty command", is_error=True)
-        proposed = await self._propose(ticket, SHELL_ACTION, {"command": command}, why)
+        proposed = await self.proposer.propose(ticket, SHELL_ACTION, {"command": command}, why)
         if proposed is not True:
             return ToolOutput(
                 "not run: the command is on record as a proposal, but the mode lets nothing "
@@ -256,79 +378,6 @@ class AgentLoop:
             "approves it, and its output goes to that action's result, not to this "
             "investigation. Do not wait for it; finish with the evidence you have."
         )
-
-    async def _propose(
-        self, ticket: TicketRow, name: str, params: dict[str, Any], reason: str
-    ) -> bool | str:
-        """Record a proposal with the policy's decision: True when it may run, False when the
-        mode records it only, the refusal's reason when it is not acceptable here."""
-        assert ticket.id is not None
-        try:
-            spec = self.catalog.get(name)
-            valid = spec.validate(params).model_dump(mode="json")
-        except ActionInputError as exc:
-            self.bus.publish(ActionInvalid(ticket_id=ticket.id, action=name, error=str(exc)))
-            self._audit("action_invalid", ticket.id, {"action": name, "error": str(exc)})
-            return f"{name} was recommended but cannot be proposed: {exc}"
-        mode = await asyncio.to_thread(self.controls.mode)
-        kill = await asyncio.to_thread(self.controls.kill_switch)
-        policy = decide(spec.risk, mode, kill_switch=kill)
-        targets = spec.targets(valid)
-        row = await asyncio.to_thread(
-            self.actions.propose,
-            spec,
-            valid,
-            proposed_by=self.actor,
-            reason=reason,
-            run_id=self.run_id,
-            ticket_id=ticket.id,
-            restores=ticket.dedup_key,
-            targets=targets,
-            decision=policy.decision.value,
-            policy_reason=policy.why,
-        )
-        self._audit(
-            "policy_decision",
-            ticket.id,
-            {
-                "action_id": row.id,
-                "decision": policy.decision.value,
-                "why": policy.why,
-                "mode": mode.value,
-                "risk": spec.risk,
-                "targets": targets,
-            },
-        )
-        self.bus.publish(
-            action_event(
-                ActionProposed,
-                row,
-                reason=reason,
-                decision=policy.decision.value,
-                why=policy.why,
-                mode=mode.value,
-                expires_at=row.expires_at.isoformat() if row.expires_at else None,
-                targets=targets,
-            )
-        )
-        if policy.decision is Decision.EXECUTE:
-            try:
-                await asyncio.to_thread(
-                    self.decisions.approve,
-                    row.id,  # type: ignore[arg-type]
-                    by="policy",
-                    reason=policy.why,
-                )
-            except ApprovalError as exc:
-                log.warning("policy approval refused: %s", exc)
-            return True
-        if policy.decision is Decision.AWAIT_APPROVAL:
-            pending = await asyncio.to_thread(
-                self.tickets.set_state, ticket.id, TicketState.ACTION_PENDING
-            )
-            self.bus.publish(TicketUpdated(**pending.event_fields()))
-            return True
-        return False  # observe mode: a proposal on record, nothing will run
 
     def _audit(self, kind: str, ticket_id: int, payload: dict[str, Any]) -> None:
         self.audit.append(

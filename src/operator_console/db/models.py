@@ -41,6 +41,9 @@ class RunRow(SQLModel, table=True):
     scenario: str = Field(index=True)
     subject: str
     run_dir: str = ""
+    # Which process ran it, so a console that finds it unfinished can tell whether it died.
+    host: str = ""
+    pid: int | None = None
     started_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
     finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     ok: bool | None = None
@@ -67,6 +70,13 @@ class TicketRow(SQLModel, table=True):
     resolved_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     held_by: str | None = None
     escalation_reason: str | None = None
+    # Opened shortly after the agent acted on this target: a person decides what happens.
+    after_action_id: int | None = None
+    # A verified mitigation: the action that hid the symptom, the cause it left, and what remains.
+    mitigation_action_id: int | None = None
+    cause: str | None = None
+    remains: str | None = None
+    closed_reason: str | None = None
     brain: str | None = None
     diagnosis: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
@@ -83,6 +93,8 @@ class TicketRow(SQLModel, table=True):
             "occurrences": self.occurrences,
             "message": self.message,
             "first_seen": self.first_seen.isoformat() if self.first_seen else None,
+            "after_action_id": self.after_action_id,
+            "remains": self.remains,
         }
 
     def to_dict(self, *, with_observation: bool = False) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import socket
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +20,7 @@ UNRESOLVED = (
     TicketState.INVESTIGATING.value,
     TicketState.ACTION_PENDING.value,
     TicketState.ESCALATED.value,
+    TicketState.MITIGATED.value,
 )
 
 
@@ -26,7 +29,14 @@ class RunRepository:
         self._engine = engine
 
     def create(self, run_id: str, scenario: str, subject: str, run_dir: str) -> RunRow:
-        row = RunRow(id=run_id, scenario=scenario, subject=subject, run_dir=run_dir)
+        row = RunRow(
+            id=run_id,
+            scenario=scenario,
+            subject=subject,
+            run_dir=run_dir,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
         with Session(self._engine, expire_on_commit=False) as session:
             session.add(row)
             session.commit()
@@ -46,6 +56,25 @@ class RunRepository:
     def get(self, run_id: str) -> RunRow | None:
         with Session(self._engine, expire_on_commit=False) as session:
             return session.get(RunRow, run_id)
+
+    def reap_dead(self, alive: Callable[[int], bool]) -> list[tuple[RunRow, list[TicketRow]]]:
+        """Runs of this host whose process is gone without finishing: finished as failed, their
+        unresolved tickets abandoned. Returns what was reaped."""
+        host = socket.gethostname()
+        reaped = []
+        tickets = TicketRepository(self._engine)
+        for run in self.unfinished():
+            if run.host != host or run.pid is None or run.pid == os.getpid() or alive(run.pid):
+                continue
+            reason = f"its console (pid {run.pid}) stopped without finishing run {run.id}"
+            abandoned = tickets.abandon_run(run.id, reason)
+            self.finish(run.id, ok=False, summary={"problems": [reason]})
+            reaped.append((run, abandoned))
+        return reaped
+
+    def unfinished(self) -> list[RunRow]:
+        with Session(self._engine, expire_on_commit=False) as session:
+            return list(session.exec(select(RunRow).where(col(RunRow.finished_at).is_(None))))
 
 
 class TicketRepository:
@@ -147,14 +176,60 @@ class TicketRepository:
             state=TicketState.INVESTIGATING.value,
         )
 
-    def release(self, ticket_id: int) -> None:
-        """Hand the ticket back to the monitor (it may auto-resolve again)."""
-        self._update(
+    def release(self, ticket_id: int) -> TicketRow | None:
+        """Hand the ticket back to the monitor (it may auto-resolve again); the row if it moved."""
+        if self._update(
             ticket_id,
             col(TicketRow.state).in_(UNRESOLVED),
+            col(TicketRow.state) != TicketState.MITIGATED.value,
             held_by=None,
             state=TicketState.OPEN.value,
-        )
+        ):
+            return self.get(ticket_id)
+        return None
+
+    def mark_after_action(self, ticket_id: int, action_id: int) -> None:
+        self._update(ticket_id, after_action_id=action_id)
+
+    def mitigate(
+        self, ticket_id: int, *, action_id: int, cause: str | None, remains: str
+    ) -> TicketRow | None:
+        """The symptom is gone through a mitigation; the ticket stays open on its cause."""
+        if self._update(
+            ticket_id,
+            col(TicketRow.state).in_(UNRESOLVED),
+            state=TicketState.MITIGATED.value,
+            held_by=None,
+            mitigation_action_id=action_id,
+            cause=cause,
+            remains=remains,
+        ):
+            return self.get(ticket_id)
+        return None
+
+    def mitigated(self, run_id: str | None) -> list[TicketRow]:
+        with Session(self._engine, expire_on_commit=False) as session:
+            query = select(TicketRow).where(TicketRow.state == TicketState.MITIGATED.value)
+            if run_id is not None:
+                query = query.where(TicketRow.run_id == run_id)
+            return list(session.exec(query.order_by(col(TicketRow.id))))
+
+    def abandon_run(self, run_id: str, reason: str) -> list[TicketRow]:
+        """Every unresolved ticket of a run that ended: abandoned, with the reason."""
+        abandoned = []
+        for ticket in self.unresolved(run_id):
+            assert ticket.id is not None
+            if self._update(
+                ticket.id,
+                col(TicketRow.state).in_(UNRESOLVED),
+                state=TicketState.ABANDONED.value,
+                held_by=None,
+                closed_reason=reason,
+            ):
+                row = self.get(ticket.id)
+                if row is not None:
+                    abandoned.append(row)
+        return abandoned
 
     def set_diagnosis(self, ticket_id: int, diagnosis: dict[str, Any]) -> None:
         self._update(ticket_id, diagnosis=diagnosis)

@@ -197,6 +197,8 @@ class TicketEvent(Event):
     occurrences: int
     message: str
     first_seen: str | None = None
+    after_action_id: int | None = None
+    remains: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -222,6 +224,59 @@ class TicketResolved(TicketEvent):
     by: str = "monitor"
     clean_ticks: int | None = None
     action_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketMitigated(TicketEvent):
+    """A mitigation was verified: the symptom is gone, the cause remains (`remains` says what);
+    the monitor watches the cause, and the agent undoes the mitigation once it clears."""
+
+    name: ClassVar[str] = "ticket_mitigated"
+    action_id: int
+    cause: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CauseCleared(TicketEvent):
+    """The cause a mitigation left behind has cleared: the mitigation can be undone."""
+
+    name: ClassVar[str] = "cause_cleared"
+    cause: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketAbandoned(TicketEvent):
+    """The ticket's run ended (or its console died) before it was resolved."""
+
+    name: ClassVar[str] = "ticket_abandoned"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaitingForPerson(Event):
+    """The run waits for a person to decide an action; repeated every few seconds."""
+
+    name: ClassVar[str] = "waiting_for_person"
+    action_id: int
+    ticket_id: int | None
+    action: str
+    params: dict[str, Any]
+    why: str
+    waited_s: float
+    limit_s: float
+    command: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WaitingForRecovery(Event):
+    """The run waits for the cluster to recover with nothing proposed; repeated every few
+    seconds with what is open and why."""
+
+    name: ClassVar[str] = "waiting_for_recovery"
+    waited_s: float
+    limit_s: float
+    why: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -114,6 +114,14 @@ class TicketState(StrEnum):
     ACTION_PENDING = "action_pending"
     RESOLVED = "resolved"
     ESCALATED = "escalated"
+    # The symptom is gone because of a mitigation; the cause is still there.
+    MITIGATED = "mitigated"
+    # Its run ended (or its console died) before it was resolved.
+    ABANDONED = "abandoned"
+
+    @property
+    def is_closed(self) -> bool:
+        return self in (TicketState.RESOLVED, TicketState.ABANDONED)
 
     @property
     def is_active(self) -> bool:

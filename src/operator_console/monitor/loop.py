@@ -22,6 +22,7 @@ from operator_console.domain import (
 )
 from operator_console.domain.bus import EventBus
 from operator_console.domain.events import (
+    CauseCleared,
     Observed,
     TicketEscalated,
     TicketOpened,
@@ -101,6 +102,7 @@ class Monitor:
         self.ticks = 0
         self._tracks: dict[str, _Track] = {}
         self._grace = {inv.name: max(1, inv.grace) for inv in subject.invariants}
+        self._cause_cleared: set[int] = set()
 
     async def run(self) -> None:
         """Tick until cancelled; a failing tick is logged and the loop goes on."""
@@ -195,6 +197,11 @@ class Monitor:
                     )
                 )
             ticket = unresolved.get(violation.dedup_key)
+            if ticket is not None and ticket.state == TicketState.MITIGATED.value:
+                reason = f"the symptom is back despite the mitigation: {violation.message}"
+                escalated = await asyncio.to_thread(self.tickets.escalate, _id(ticket), reason)
+                self.bus.publish(TicketEscalated(**escalated.event_fields(), reason=reason))
+                continue
             if ticket is not None:
                 updated = await asyncio.to_thread(
                     self.tickets.record_occurrence,
@@ -230,6 +237,9 @@ class Monitor:
         for key, ticket in unresolved.items():
             if key in failing_keys:
                 continue
+            if ticket.state == TicketState.MITIGATED.value:
+                await self._watch_cause(ticket, observation)
+                continue
             track = self._tracks.setdefault(key, _Track())
             # A tick with any failed source is not evidence of health: start counting again.
             track.clean = track.clean + 1 if observation.all_sources_ok else 0
@@ -248,10 +258,30 @@ class Monitor:
         result.duration_s = time.monotonic() - started
         return result
 
+    async def _watch_cause(self, ticket: TicketRow, observation: Observation) -> None:
+        """A mitigated ticket: once its cause has stayed clear for `resolve_after` clean
+        observations, say so (the agent then undoes the mitigation)."""
+        if not ticket.cause or ticket.id in self._cause_cleared:
+            return
+        condition = self.subject.condition(ticket.cause, ticket.target, observation)
+        if condition is None:
+            return
+        track = self._tracks.setdefault(ticket.dedup_key, _Track())
+        clear = not condition.holds and observation.all_sources_ok
+        track.clean = track.clean + 1 if clear else 0
+        if track.clean >= self.resolve_after:
+            self._cause_cleared.add(_id(ticket))
+            self.bus.publish(
+                CauseCleared(**ticket.event_fields(), cause=ticket.cause, detail=condition.remains)
+            )
+
     async def _escalate_stale(self, unresolved: dict[str, TicketRow], failing: set[str]) -> None:
         now = utcnow()
         for key, ticket in unresolved.items():
-            if ticket.state == TicketState.ESCALATED.value or ticket.held_by is not None:
+            if ticket.held_by is not None or ticket.state in (
+                TicketState.ESCALATED.value,
+                TicketState.MITIGATED.value,
+            ):
                 continue
             if key not in failing:
                 continue

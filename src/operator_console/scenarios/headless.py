@@ -96,6 +96,20 @@ def progress_line(event: Event) -> str | None:
             return f"mode {event.mode} (was {event.previous})"
         case ev.KillSwitch():
             return f"KILL SWITCH {'ON' if event.on else 'off'}"
+        case ev.WaitingForPerson():
+            return (
+                f"  WAITING {event.waited_s:.0f} s (of {event.limit_s:g}) for a person to decide "
+                f"action {event.action_id} {event.action} {json.dumps(event.params)}: "
+                f"{event.command}   (or: actions reject {event.action_id} --reason TEXT)"
+            )
+        case ev.WaitingForRecovery():
+            return f"  waiting {event.waited_s:.0f} s (of {event.limit_s:g}): {event.why}"
+        case ev.TicketMitigated():
+            return f"  MITIGATED #{event.ticket_id}: {event.remains}"
+        case ev.CauseCleared():
+            return f"  cause cleared on #{event.ticket_id}: {event.detail}"
+        case ev.TicketAbandoned():
+            return f"  abandoned #{event.ticket_id}: {event.reason}"
         case ev.WaitTimedOut():
             return f"  {event.problem}"
         case ev.RunFinished():

@@ -34,7 +34,9 @@ class FaultSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-WaitEvent = Literal["ticket_opened", "ticket_resolved", "violation_detected", "healthy"]
+WaitEvent = Literal[
+    "ticket_opened", "ticket_resolved", "ticket_mitigated", "violation_detected", "healthy"
+]
 
 
 class WaitFor(_Strict):
@@ -42,6 +44,8 @@ class WaitFor(_Strict):
     invariant: str | None = None
     target: str | None = None
     timeout: float = Field(default=30.0, gt=0, le=600)
+    # Only an operator can make it happen (a mitigation): skipped when no agent may act.
+    needs_agent: bool = False
 
 
 class Chapter(_Strict):
@@ -50,6 +54,7 @@ class Chapter(_Strict):
     duration: float = Field(default=3.0, ge=0, le=600)
     workload: dict[str, Any] | None = None
     fault: FaultSpec | None = None
+    repair: bool = False  # undo the faults injected so far (the link is fixed, the disk freed)
     wait_for: WaitFor | None = None
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operator_console.actions.store import Mode
+from operator_console.db.models import ActionRow
 from operator_console.domain.events import (
     ActionEvent,
     ActionFailed,
@@ -23,6 +24,8 @@ from operator_console.domain.events import (
     Observed,
     TicketOpened,
     TicketResolved,
+    WaitingForPerson,
+    WaitingForRecovery,
     WaitTimedOut,
     WorkloadSampled,
 )
@@ -32,7 +35,7 @@ from operator_console.scenarios.model import Chapter, Scenario, WaitFor
 log = logging.getLogger(__name__)
 
 COUNTDOWN_STEP_S = 1.0
-APPROVAL_WAIT_S = 600.0
+NOTICE_EVERY_S = 5.0
 
 
 @dataclass(slots=True)
@@ -91,13 +94,15 @@ class ScenarioRunner:
             self.problems.append("run interrupted")
             outcome = RunOutcome(ok=False, summary=self._summary(recovered=None))
             with contextlib.suppress(Exception):
-                await asyncio.shield(runtime.finish(ok=False, summary=outcome.summary))
+                await asyncio.shield(
+                    runtime.finish(ok=False, summary=outcome.summary, reason="interrupted")
+                )
             raise
         except Exception as exc:
             log.exception("run failed")
             self.problems.append(f"{type(exc).__name__}: {exc}")
             outcome = RunOutcome(ok=False, summary=self._summary(recovered=None))
-            await runtime.finish(ok=False, summary=outcome.summary)
+            await runtime.finish(ok=False, summary=outcome.summary, reason=f"failed: {exc}")
         else:
             await runtime.finish(ok=outcome.ok, summary=outcome.summary)
         finally:
@@ -140,11 +145,14 @@ class ScenarioRunner:
                 seconds -= step
             fault = chapter.fault
             await self.runtime.inject(fault.kind, fault.target, fault.params)
-        if chapter.wait_for is not None:
-            if not await self._wait(chapter.wait_for):
+        if chapter.repair:
+            await self.runtime.clear_faults(by="scenario")
+        wait = chapter.wait_for
+        if wait is not None and not (wait.needs_agent and not self.operator_acts):
+            if not await self._wait(wait):
                 problem = (
-                    f"chapter {index + 1} waited {chapter.wait_for.timeout:g} s for "
-                    f"{self._describe(chapter.wait_for)} and it did not happen"
+                    f"chapter {index + 1} waited {wait.timeout:g} s for "
+                    f"{self._describe(wait)} and it did not happen"
                 )
                 self.problems.append(problem)
                 self.bus.publish(WaitTimedOut(chapter=index + 1, problem=problem))
@@ -189,7 +197,8 @@ class ScenarioRunner:
                     await self._changed.wait()
 
     async def _healthy(self) -> bool:
-        """No unresolved ticket and the last observation clean in every source."""
+        """No unresolved ticket and the last observation clean in every source.
+        (A mitigated ticket is unresolved: its cause is still there.)"""
         last = self._last_observation
         if last is None:
             return False
@@ -211,17 +220,86 @@ class ScenarioRunner:
         if self.runtime.faults and not self.operator_acts:
             await self.runtime.clear_faults(by="scenario")
 
+    def _waiting_for_person(self) -> list[ActionRow]:
+        rows = self.runtime.actions.find(run_id=self.runtime.run_id, states=["proposed"])
+        return [r for r in rows if r.decision == "await_approval"]
+
+    async def _await_recovery(self, timeout: float) -> tuple[bool, str]:
+        """Wait until healthy. While a proposal waits for a person, say so every few seconds
+        (with the command that approves it) and wait up to the approval limit; otherwise wait
+        `timeout`, saying what is still open. Returns (recovered, what it waited for)."""
+        limit = self.runtime.settings.approval_wait_s
+        started = time.monotonic()
+        waiting_since: dict[int, float] = {}
+        next_notice = started
+        while True:
+            if await self._healthy():
+                return True, ""
+            now = time.monotonic()
+            pending = await asyncio.to_thread(self._waiting_for_person)
+            if pending:
+                for row in pending:
+                    waiting_since.setdefault(row.id or 0, now)
+                oldest = min(waiting_since[row.id or 0] for row in pending)
+                if now - oldest >= limit:
+                    names = ", ".join(f"#{r.id} {r.name} {r.params}" for r in pending)
+                    return False, (
+                        f"waited {limit:g} s for a person to decide action {names}; nobody did"
+                    )
+                if now >= next_notice:
+                    next_notice = now + NOTICE_EVERY_S
+                    for row in pending:
+                        self.bus.publish(
+                            WaitingForPerson(
+                                action_id=row.id or 0,
+                                ticket_id=row.ticket_id,
+                                action=row.name,
+                                params=dict(row.params),
+                                why=row.policy_reason,
+                                waited_s=round(now - waiting_since[row.id or 0], 1),
+                                limit_s=limit,
+                                command=f"operator-console actions approve {row.id}",
+                            )
+                        )
+            else:
+                waiting_since.clear()
+                why = await asyncio.to_thread(self._still_open)
+                if now - started >= timeout:
+                    return False, why
+                if now >= next_notice:
+                    next_notice = now + NOTICE_EVERY_S
+                    self.bus.publish(
+                        WaitingForRecovery(
+                            waited_s=round(now - started, 1), limit_s=timeout, why=why
+                        )
+                    )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._changed.wait()
+
+    def _still_open(self) -> str:
+        tickets = self.runtime.tickets.unresolved(self.runtime.run_id)
+        if not tickets:
+            return "the last observation is not clean yet"
+        parts = []
+        for t in tickets:
+            text = f"ticket #{t.id} ({t.invariant} on {t.target}) is {t.state}"
+            detail = t.escalation_reason if t.state == "escalated" else t.remains
+            parts.append(f"{text}: {detail}" if detail else text)
+        return "; ".join(parts)
+
     async def _judge(self) -> RunOutcome:
         expect = self.scenario.expect
         recovered: bool | None = None
-        timeout = expect.recover_timeout
-        if self.operator_acts and self.runtime.controls.mode() is Mode.APPROVE:
-            timeout = max(timeout, APPROVAL_WAIT_S)  # a person is deciding
         if expect.recovers:
-            recovered = await self._wait(WaitFor(event="healthy", timeout=timeout), since=0.0)
+            recovered, waited = await self._await_recovery(expect.recover_timeout)
             if not recovered:
                 self.problems.append(
-                    f"the cluster did not return to healthy within {expect.recover_timeout:g} s"
+                    waited
+                    if waited.startswith("waited")
+                    else f"the cluster did not return to healthy within "
+                    f"{expect.recover_timeout:g} s; {waited}"
                 )
         opened = [e for e in self.events if isinstance(e, TicketOpened)]
         fired = {e.invariant for e in opened}

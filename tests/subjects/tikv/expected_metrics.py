@@ -34,8 +34,9 @@ def rates(metrics: MetricsDouble, target: str) -> dict[tuple[str, Labels], float
     return {key: (second[key] - value) / interval for key, value in first.items()}
 
 
-def value_at(metrics: MetricsDouble, target: str, name: str, labels: Mapping[str, str],
-             step: int) -> float:
+def value_at(
+    metrics: MetricsDouble, target: str, name: str, labels: Mapping[str, str], step: int
+) -> float:
     """A series' value `step` seconds after the first capture (the double's line)."""
     interval = int(metrics.manifest["interval_s"])
     key = (name, tuple(sorted(labels.items())))
@@ -46,7 +47,8 @@ def value_at(metrics: MetricsDouble, target: str, name: str, labels: Mapping[str
 
 def qps(metrics: MetricsDouble, target: str) -> float:
     return sum(
-        rate for (name, labels), rate in rates(metrics, target).items()
+        rate
+        for (name, labels), rate in rates(metrics, target).items()
         if name == "tikv_grpc_msg_duration_seconds_count" and dict(labels)["type"] != "kv_gc"
     )
 
@@ -71,7 +73,10 @@ def quantile(q: float, buckets: Mapping[float, float]) -> float:
 
 
 def bucket_quantile(
-    metrics: MetricsDouble, target: str, histogram: str, q: float = 0.99,
+    metrics: MetricsDouble,
+    target: str,
+    histogram: str,
+    q: float = 0.99,
     keep: Callable[[dict[str, str]], bool] = lambda labels: True,
 ) -> float:
     """q-quantile of one target's histogram, summing the kept series bucket by bucket."""

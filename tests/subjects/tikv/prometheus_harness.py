@@ -34,10 +34,12 @@ def scrape_config(sets: list[MetricsDouble]) -> str:
     jobs: dict[str, list[dict[str, object]]] = {"tikv": [], "pd": []}
     for metrics in sets:
         for target in metrics.targets:
-            jobs[target.job].append({
-                "targets": [f"127.0.0.1:{target.port}"],
-                "labels": {"instance": target.instance, "cluster": metrics.set_name},
-            })
+            jobs[target.job].append(
+                {
+                    "targets": [f"127.0.0.1:{target.port}"],
+                    "labels": {"instance": target.instance, "cluster": metrics.set_name},
+                }
+            )
     lines = ["global:", "  scrape_interval: 1s", "  scrape_timeout: 900ms", "scrape_configs:"]
     for job, static in jobs.items():
         lines += [f"  - job_name: {job}", "    honor_labels: true", "    static_configs:"]
@@ -110,8 +112,11 @@ async def wait_for_window(prom: RunningPrometheus, timeout_s: float = 60.0) -> f
             if candidate - started < WINDOW_S + 1:
                 await _pause()
                 continue
-            answer = (await client.post(f"{prom.url}/api/v1/query",
-                                        data={"query": coverage, "time": str(candidate)})).json()
+            answer = (
+                await client.post(
+                    f"{prom.url}/api/v1/query", data={"query": coverage, "time": str(candidate)}
+                )
+            ).json()
             result = answer.get("data", {}).get("result", [])
             counts = [float(r["value"][1]) for r in result]
             last = f"{len(counts)} of {live} series, counts {sorted(counts)[:3]}..."

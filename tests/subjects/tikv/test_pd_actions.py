@@ -32,32 +32,86 @@ Call = Callable[[PDClient], Awaitable[Any]]
 API = "/pd/api/v1"
 
 ACTIONS: list[tuple[str, Call, str, str, Any, str]] = [
-    ("transfer-leader", lambda c: c.transfer_leader(14, 4), "POST", f"{API}/operators",
-     {"name": "transfer-leader", "region_id": 14, "to_store_id": 4}, "The operator is created."),
-    ("transfer-peer", lambda c: c.transfer_peer(14, 5, 1), "POST", f"{API}/operators",
-     {"name": "transfer-peer", "region_id": 14, "from_store_id": 5, "to_store_id": 1},
-     "The operator is created."),
-    ("remove-peer", lambda c: c.remove_peer(14, 5), "POST", f"{API}/operators",
-     {"name": "remove-peer", "region_id": 14, "store_id": 5}, "The operator is created."),
-    ("add-peer", lambda c: c.add_peer(2, 5), "POST", f"{API}/operators",
-     {"name": "add-peer", "region_id": 2, "store_id": 5}, "The operator is created."),
-    ("evict-leader", lambda c: c.add_evict_leader_scheduler(5), "POST", f"{API}/schedulers",
-     {"name": "evict-leader-scheduler", "store_id": 5}, "The scheduler is created."),
-    ("store-weight", lambda c: c.set_store_weight(4, leader=2, region=0.5), "POST",
-     f"{API}/store/4/weight", {"leader": 2.0, "region": 0.5}, "The store's label is updated."),
-    ("config", lambda c: c.set_config({"schedule.leader-schedule-limit": 8}), "POST",
-     f"{API}/config", {"schedule.leader-schedule-limit": 8}, "The config is updated."),
-    ("cancel-operator", lambda c: c.cancel_operator(18), "DELETE", f"{API}/operators/18", None,
-     "The pending operator is canceled."),
+    (
+        "transfer-leader",
+        lambda c: c.transfer_leader(14, 4),
+        "POST",
+        f"{API}/operators",
+        {"name": "transfer-leader", "region_id": 14, "to_store_id": 4},
+        "The operator is created.",
+    ),
+    (
+        "transfer-peer",
+        lambda c: c.transfer_peer(14, 5, 1),
+        "POST",
+        f"{API}/operators",
+        {"name": "transfer-peer", "region_id": 14, "from_store_id": 5, "to_store_id": 1},
+        "The operator is created.",
+    ),
+    (
+        "remove-peer",
+        lambda c: c.remove_peer(14, 5),
+        "POST",
+        f"{API}/operators",
+        {"name": "remove-peer", "region_id": 14, "store_id": 5},
+        "The operator is created.",
+    ),
+    (
+        "add-peer",
+        lambda c: c.add_peer(2, 5),
+        "POST",
+        f"{API}/operators",
+        {"name": "add-peer", "region_id": 2, "store_id": 5},
+        "The operator is created.",
+    ),
+    (
+        "evict-leader",
+        lambda c: c.add_evict_leader_scheduler(5),
+        "POST",
+        f"{API}/schedulers",
+        {"name": "evict-leader-scheduler", "store_id": 5},
+        "The scheduler is created.",
+    ),
+    (
+        "store-weight",
+        lambda c: c.set_store_weight(4, leader=2, region=0.5),
+        "POST",
+        f"{API}/store/4/weight",
+        {"leader": 2.0, "region": 0.5},
+        "The store's label is updated.",
+    ),
+    (
+        "config",
+        lambda c: c.set_config({"schedule.leader-schedule-limit": 8}),
+        "POST",
+        f"{API}/config",
+        {"schedule.leader-schedule-limit": 8},
+        "The config is updated.",
+    ),
+    (
+        "cancel-operator",
+        lambda c: c.cancel_operator(18),
+        "DELETE",
+        f"{API}/operators/18",
+        None,
+        "The pending operator is canceled.",
+    ),
 ]
 
 
 @pytest.mark.parametrize("release", ["v7.5.7", "v8.5.7", "v26.3.4"])
-@pytest.mark.parametrize(("name", "call", "method", "path", "body", "reply"), ACTIONS,
-                         ids=[a[0] for a in ACTIONS])
+@pytest.mark.parametrize(
+    ("name", "call", "method", "path", "body", "reply"), ACTIONS, ids=[a[0] for a in ACTIONS]
+)
 async def test_each_action_sends_the_request_pd_reads(
-    pd_doubles: Start, release: str, name: str, call: Call, method: str, path: str,
-    body: Any, reply: str,
+    pd_doubles: Start,
+    release: str,
+    name: str,
+    call: Call,
+    method: str,
+    path: str,
+    body: Any,
+    reply: str,
 ) -> None:
     pd = pd_doubles(release=release, situation="store-down")
     async with PDClient(pd.url) as client:
@@ -77,8 +131,10 @@ async def test_removing_evict_leader_sends_the_stores_scheduler_name(pd_doubles:
     async with PDClient(pd.url) as client:
         assert await client.remove_evict_leader_scheduler(5) is None
     (request,) = pd.requests
-    assert (request.method, request.path) == ("DELETE",
-                                              f"{API}/schedulers/evict-leader-scheduler-5")
+    assert (request.method, request.path) == (
+        "DELETE",
+        f"{API}/schedulers/evict-leader-scheduler-5",
+    )
     assert request.body == b""
 
 
@@ -92,34 +148,84 @@ async def test_removing_an_evict_leader_entry_that_is_not_there_says_so(pd_doubl
 
 
 REFUSALS: list[tuple[str, str, Call, type[Exception], str]] = [
-    ("unknown store (operator)", "healthy", lambda c: c.transfer_peer(14, 5, 7),
-     StoreNotFoundError, "[PD:core:ErrStoreNotFound]store 7 not found"),
-    ("unknown store (scheduler)", "healthy", lambda c: c.add_evict_leader_scheduler(7),
-     StoreNotFoundError, "[PD:core:ErrStoreNotFound]store 7 not found"),
-    ("unknown store (weight)", "healthy",
-     lambda c: c.set_store_weight(7, leader=1, region=1),
-     StoreNotFoundError, "[PD:core:ErrStoreNotFound]store 7 not found"),
-    ("store not healthy", "store-down", lambda c: c.transfer_peer(14, 1, 5),
-     StoreUnhealthyError, "[PD:core:ErrStoreUnhealthy]store 5 is unhealthy"),
-    ("operator exists", "store-down", lambda c: c.transfer_leader(18, 1), OperatorExistsError,
-     "[PD:operator:ErrAddOperator]failed to add operator, maybe already have one"),
-    ("region not found", "healthy", lambda c: c.transfer_leader(999999, 1),
-     RegionNotFoundError, "[PD:region:ErrRegionNotFound]region 999999 not found"),
-    ("no voter there", "healthy", lambda c: c.transfer_leader(14, 7), OperatorRejectedError,
-     "region has no voter in store 7"),
-    ("no such operator", "healthy", lambda c: c.cancel_operator(18), OperatorNotFoundError,
-     "[PD:operator:ErrOperatorNotFound]operator not found"),
-    ("bad config item", "healthy", lambda c: c.set_config({"no-such-item": 1}),
-     PDInvalidInputError, "config item no-such-item not found"),
+    (
+        "unknown store (operator)",
+        "healthy",
+        lambda c: c.transfer_peer(14, 5, 7),
+        StoreNotFoundError,
+        "[PD:core:ErrStoreNotFound]store 7 not found",
+    ),
+    (
+        "unknown store (scheduler)",
+        "healthy",
+        lambda c: c.add_evict_leader_scheduler(7),
+        StoreNotFoundError,
+        "[PD:core:ErrStoreNotFound]store 7 not found",
+    ),
+    (
+        "unknown store (weight)",
+        "healthy",
+        lambda c: c.set_store_weight(7, leader=1, region=1),
+        StoreNotFoundError,
+        "[PD:core:ErrStoreNotFound]store 7 not found",
+    ),
+    (
+        "store not healthy",
+        "store-down",
+        lambda c: c.transfer_peer(14, 1, 5),
+        StoreUnhealthyError,
+        "[PD:core:ErrStoreUnhealthy]store 5 is unhealthy",
+    ),
+    (
+        "operator exists",
+        "store-down",
+        lambda c: c.transfer_leader(18, 1),
+        OperatorExistsError,
+        "[PD:operator:ErrAddOperator]failed to add operator, maybe already have one",
+    ),
+    (
+        "region not found",
+        "healthy",
+        lambda c: c.transfer_leader(999999, 1),
+        RegionNotFoundError,
+        "[PD:region:ErrRegionNotFound]region 999999 not found",
+    ),
+    (
+        "no voter there",
+        "healthy",
+        lambda c: c.transfer_leader(14, 7),
+        OperatorRejectedError,
+        "region has no voter in store 7",
+    ),
+    (
+        "no such operator",
+        "healthy",
+        lambda c: c.cancel_operator(18),
+        OperatorNotFoundError,
+        "[PD:operator:ErrOperatorNotFound]operator not found",
+    ),
+    (
+        "bad config item",
+        "healthy",
+        lambda c: c.set_config({"no-such-item": 1}),
+        PDInvalidInputError,
+        "config item no-such-item not found",
+    ),
 ]
 
 
 @pytest.mark.parametrize("release", ["v7.5.7", "v8.5.7"])
-@pytest.mark.parametrize(("case", "situation", "call", "error", "pd_text"), REFUSALS,
-                         ids=[r[0] for r in REFUSALS])
+@pytest.mark.parametrize(
+    ("case", "situation", "call", "error", "pd_text"), REFUSALS, ids=[r[0] for r in REFUSALS]
+)
 async def test_pd_refusals_become_typed_errors_naming_endpoint_and_pd_text(
-    pd_doubles: Start, release: str, case: str, situation: str, call: Call,
-    error: type[Exception], pd_text: str,
+    pd_doubles: Start,
+    release: str,
+    case: str,
+    situation: str,
+    call: Call,
+    error: type[Exception],
+    pd_text: str,
 ) -> None:
     pd = pd_doubles(release=release, situation=situation)
     async with PDClient(pd.url) as client:

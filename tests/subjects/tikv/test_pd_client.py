@@ -37,7 +37,10 @@ async def test_members_and_leader_keep_uint64_ids_exact(pd_doubles: Start, relea
         leader = await client.leader()
     assert members.cluster_id == 7381573483094745213
     assert [m.member_id for m in members.members] == [
-        3474484975246189105, 10847498327590186210, BIG_MEMBER_ID]
+        3474484975246189105,
+        10847498327590186210,
+        BIG_MEMBER_ID,
+    ]
     assert float(BIG_MEMBER_ID) != BIG_MEMBER_ID  # a float would have changed it
     assert members.leader is not None and members.leader.name == "pd-0"
     assert leader.name == "pd-0" and leader.client_urls == ("http://pd-0:2379",)
@@ -74,7 +77,8 @@ async def test_stores_decode_sizes_counts_and_heartbeats(pd_doubles: Start, rele
     assert (store.leader_count, store.region_count) == (16, 48)
     assert store.leader_weight == 1.0 and isinstance(store.leader_weight, float)
     assert store.last_heartbeat is not None and store.last_heartbeat.utcoffset() == timedelta(
-        hours=8)
+        hours=8
+    )
     assert pd_time is not None
     age = store.heartbeat_age_s(pd_time)
     assert age is not None and 6.0 < age < 8.5  # 7.4 s before PD's Date (whole seconds)
@@ -121,8 +125,10 @@ async def test_an_unknown_store_is_a_typed_error_with_pds_text(
     error = caught.value
     assert error.status == 404 and error.code == "PD:core:ErrStoreNotFound"
     assert error.endpoint == "GET /pd/api/v1/store/7"
-    assert str(error) == ("PD GET /pd/api/v1/store/7: unknown store (HTTP 404):"
-                          " [PD:core:ErrStoreNotFound]store 7 not found")
+    assert str(error) == (
+        "PD GET /pd/api/v1/store/7: unknown store (HTTP 404):"
+        " [PD:core:ErrStoreNotFound]store 7 not found"
+    )
 
 
 @pytest.mark.parametrize("release", RELEASES)
@@ -252,8 +258,11 @@ async def test_operators_schedulers_and_config_decode(pd_doubles: Start, release
         version = await client.version()
     assert len(operators) == 1
     op = operators[0]
-    assert (op.desc, op.brief, op.kinds) == ("admin-remove-peer", "rm peer: store [5]",
-                                             ("admin", "region"))
+    assert (op.desc, op.brief, op.kinds) == (
+        "admin-remove-peer",
+        "rm peer: store [5]",
+        ("admin", "region"),
+    )
     assert (op.region_id, op.region_version, op.region_conf_ver) == (18, 31, 5)
     assert op.steps == ("remove peer on store 5",) and op.timeout == "6m0s"
     assert not op.finished and not op.timed_out
@@ -301,8 +310,9 @@ class _WebPage(BaseHTTPRequestHandler):
 
 async def test_an_endpoint_that_is_not_pd_is_named_with_the_fix() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), _WebPage)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"

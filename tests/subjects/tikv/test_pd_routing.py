@@ -62,8 +62,10 @@ async def test_health_is_answered_locally_from_v8_5_on(
 
 @pytest.mark.parametrize(
     ("release", "text"),
-    [("v7.5.7", "no leader"),
-     ("v8.5.7", "[PD:apiutil:ErrRedirectNoLeader]redirect finds no leader")],
+    [
+        ("v7.5.7", "no leader"),
+        ("v8.5.7", "[PD:apiutil:ErrRedirectNoLeader]redirect finds no leader"),
+    ],
 )
 async def test_without_a_leader_the_client_tries_the_next_member(
     pd_doubles: Start, release: str, text: str
@@ -169,8 +171,9 @@ def test_bad_tls_files_are_named_before_any_request(tls: TLSMaterial) -> None:
     with pytest.raises(ConnectionConfigError, match="give both cert_file and key_file"):
         PDClient("https://pd:2379", tls=TLSFiles(ca_file=tls.ca, cert_file=tls.client_cert))
     with pytest.raises(ConnectionConfigError, match="cannot be loaded"):
-        PDClient("https://pd:2379",
-                 tls=TLSFiles(cert_file=tls.client_cert, key_file=tls.server_key))
+        PDClient(
+            "https://pd:2379", tls=TLSFiles(cert_file=tls.client_cert, key_file=tls.server_key)
+        )
 
 
 async def test_basic_credentials_are_sent_and_never_shown(

@@ -45,8 +45,14 @@ pytestmark = [
     ),
 ]
 
-SETS = ("healthy", "healthy-v7.5", "store-disconnected", "store-down", "pd-member-down",
-        "store-disk-85")
+SETS = (
+    "healthy",
+    "healthy-v7.5",
+    "store-disconnected",
+    "store-down",
+    "pd-member-down",
+    "store-disk-85",
+)
 WINDOW = f"{WINDOW_S}s"
 REL = 1e-9
 
@@ -80,8 +86,9 @@ def metrics(prom: RunningPrometheus, set_name: str) -> MetricsDouble:
     return next(m for m in prom.sets if m.set_name == set_name)
 
 
-async def by_instance(client: PrometheusClient, prom: RunningPrometheus,
-                      query: queries.Query) -> dict[str, float]:
+async def by_instance(
+    client: PrometheusClient, prom: RunningPrometheus, query: queries.Query
+) -> dict[str, float]:
     return (await client.vector(query.promql, at=prom.eval_time)).by(query.by)
 
 
@@ -105,8 +112,9 @@ async def test_grpc_p99_per_instance_matches_the_recorded_buckets(
     got = await by_instance(client, prom, queries.tikv_grpc_p99(labels(set_name), WINDOW))
     m = metrics(prom, set_name)
     for name in ("tikv-0", "tikv-1", "tikv-2"):
-        want = expected.bucket_quantile(m, name, "tikv_grpc_msg_duration_seconds",
-                                        keep=lambda lb: lb["type"] != "kv_gc")
+        want = expected.bucket_quantile(
+            m, name, "tikv_grpc_msg_duration_seconds", keep=lambda lb: lb["type"] != "kv_gc"
+        )
         assert got[f"{name}:20180"] == pytest.approx(want, rel=REL)
         # GC requests (0.4 s, background) are left out, as TiKV's dashboard does.
         with_gc = expected.bucket_quantile(m, name, "tikv_grpc_msg_duration_seconds")
@@ -200,8 +208,7 @@ async def test_pd_leader_is_the_member_that_says_so(
 async def test_every_standard_query_runs_and_answers_per_target(
     client: PrometheusClient, prom: RunningPrometheus, set_name: str
 ) -> None:
-    live_tikv = {t.instance for t in metrics(prom, set_name).targets
-                 if t.up and t.job == "tikv"}
+    live_tikv = {t.instance for t in metrics(prom, set_name).targets if t.up and t.job == "tikv"}
     for query in queries.standard_queries(labels(set_name), WINDOW):
         result = await client.vector(query.promql, at=prom.eval_time)
         assert len(result) > 0, query.name
@@ -213,8 +220,9 @@ async def test_every_standard_query_runs_and_answers_per_target(
 async def test_labels_of_another_cluster_select_nothing(
     client: PrometheusClient, prom: RunningPrometheus
 ) -> None:
-    result = await client.vector(queries.tikv_qps(labels("no-such-cluster"), WINDOW).promql,
-                                 at=prom.eval_time)
+    result = await client.vector(
+        queries.tikv_qps(labels("no-such-cluster"), WINDOW).promql, at=prom.eval_time
+    )
     assert len(result) == 0
 
 
@@ -225,8 +233,7 @@ async def test_range_query_gives_a_matrix_of_the_recorded_line(
     client: PrometheusClient, prom: RunningPrometheus
 ) -> None:
     series = 'process_cpu_seconds_total{job="tikv",cluster="healthy",instance="tikv-0:20180"}'
-    matrix = await client.query_range(series, start=prom.eval_time - 4, end=prom.eval_time,
-                                      step=1)
+    matrix = await client.query_range(series, start=prom.eval_time - 4, end=prom.eval_time, step=1)
     assert isinstance(matrix, Matrix) and len(matrix) == 1
     points = matrix.series[0].points
     assert [ts for ts, _ in points] == [prom.eval_time - 4 + i for i in range(5)]

@@ -48,17 +48,22 @@ async def test_one_observation_follows_a_store_from_up_to_down(
     assert disconnected.check_counts["down-peer"] == 0  # TiKV waits 10 min to report one
 
     assert [s.id for s in down.stores_in("Down")] == [5]
-    assert down.check_counts == {"miss-peer": 3, "down-peer": 45, "pending-peer": 20,
-                                 "offline-peer": 0}
+    assert down.check_counts == {
+        "miss-peer": 3,
+        "down-peer": 45,
+        "pending-peer": 20,
+        "offline-peer": 0,
+    }
     assert down.checks["down-peer"].down_peers_by_store == {5: 45}
     assert down.checks["miss-peer"].sample_ids == (2, 6, 10)
-    assert down.region_stats is not None and down.region_stats.store_leader_count == {1: 24,
-                                                                                     4: 24}
+    assert down.region_stats is not None and down.region_stats.store_leader_count == {1: 24, 4: 24}
     assert down.bytes_read > 0 and down.elapsed_s > 0
     # Never the full region list: only the checks, the stats and the stores.
     assert not [r for r in pd.requests if r.path == "/pd/api/v1/regions"]
     assert {r.path for r in pd.requests} == {
-        "/pd/api/v1/members", "/pd/api/v1/health", "/pd/api/v1/stores",
+        "/pd/api/v1/members",
+        "/pd/api/v1/health",
+        "/pd/api/v1/stores",
         "/pd/api/v1/stats/region",
         *(f"/pd/api/v1/regions/check/{kind}" for kind in OBSERVED_CHECKS),
     }
@@ -80,8 +85,12 @@ async def test_parts_pd_cannot_answer_are_failures_not_a_crash(pd_doubles: Start
         snapshot = await observe_cluster(client)
     assert len(snapshot.health) == 3
     assert snapshot.stores == () and snapshot.members == () and snapshot.leader is None
-    assert set(snapshot.failures) == {"members", "stores", "region_stats",
-                                      *(f"check:{k}" for k in OBSERVED_CHECKS)}
+    assert set(snapshot.failures) == {
+        "members",
+        "stores",
+        "region_stats",
+        *(f"check:{k}" for k in OBSERVED_CHECKS),
+    }
     assert "redirect finds no leader" in snapshot.failures["stores"]
 
 
@@ -105,4 +114,5 @@ async def test_only_regions_a_check_points_at_are_read_and_only_by_id(pd_doubles
     assert [r.id for r in detail["pending-peer"]] == [18, 26]
     # Each region once, by id, however many checks list it.
     assert sorted(r.path for r in pd.requests) == sorted(
-        f"/pd/api/v1/region/id/{i}" for i in (2, 6, 14, 18, 26))
+        f"/pd/api/v1/region/id/{i}" for i in (2, 6, 14, 18, 26)
+    )

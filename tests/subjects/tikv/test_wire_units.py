@@ -37,8 +37,16 @@ from tests.subjects.tikv.wire.write_payloads import write_cassettes, write_metri
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("1TiB", 2**40), ("1.5TiB", 3 * 2**39), ("612.3GiB", int(612.3 * 2**30)), ("0B", 0),
-     ("980KiB", 980 * 1024), ("1.5 GB", 3 * 2**29), ("512m", 512 * 2**20), (1234, 1234)],
+    [
+        ("1TiB", 2**40),
+        ("1.5TiB", 3 * 2**39),
+        ("612.3GiB", int(612.3 * 2**30)),
+        ("0B", 0),
+        ("980KiB", 980 * 1024),
+        ("1.5 GB", 3 * 2**29),
+        ("512m", 512 * 2**20),
+        (1234, 1234),
+    ],
 )
 def test_byte_sizes_read_as_pd_writes_them(text: str | int, size: int) -> None:
     assert parse_byte_size(text) == size
@@ -58,8 +66,14 @@ def test_a_size_that_is_no_size_is_refused(bad: object) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("76h11m52.705666391s", 274312.705666391), ("30m0s", 1800.0), ("350ms", 0.35),
-     ("0s", 0.0), ("1.5µs", 1.5e-6), ("-2s", -2.0)],
+    [
+        ("76h11m52.705666391s", 274312.705666391),
+        ("30m0s", 1800.0),
+        ("350ms", 0.35),
+        ("0s", 0.0),
+        ("1.5µs", 1.5e-6),
+        ("-2s", -2.0),
+    ],
 )
 def test_go_durations(text: str, seconds: float) -> None:
     assert parse_go_duration(text) == pytest.approx(seconds)
@@ -68,9 +82,9 @@ def test_go_durations(text: str, seconds: float) -> None:
 def test_go_durations_are_written_as_time_duration_prints_them() -> None:
     from decimal import Decimal
 
-    assert [gojson.go_duration(Decimal(v)) for v in
-            ("274312.705666391", "1800", "0.35", "0", "3600")] == [
-        "76h11m52.705666391s", "30m0s", "350ms", "0s", "1h0m0s"]
+    assert [
+        gojson.go_duration(Decimal(v)) for v in ("274312.705666391", "1800", "0.35", "0", "3600")
+    ] == ["76h11m52.705666391s", "30m0s", "350ms", "0s", "1h0m0s"]
 
 
 @pytest.mark.parametrize("bad", ["5 minutes", "1h2", "m", 30])
@@ -82,16 +96,20 @@ def test_a_duration_that_is_not_gos_is_refused(bad: object) -> None:
 def test_go_times_keep_their_zone_and_the_zero_time_is_none() -> None:
     moment = parse_go_time("2025-06-02T09:29:52.705666391+08:00")
     assert moment is not None and moment.astimezone(UTC) == datetime(
-        2025, 6, 2, 1, 29, 52, 705666, tzinfo=UTC)
+        2025, 6, 2, 1, 29, 52, 705666, tzinfo=UTC
+    )
     assert parse_go_time("0001-01-01T00:00:00Z") is None
     with pytest.raises(MalformedPayloadError):
         parse_go_time("yesterday")
 
 
 def test_a_store_with_only_metapb_heartbeat_nanoseconds_still_has_a_heartbeat() -> None:
-    store = Store.from_json({"store": {"id": 9, "last_heartbeat": 1748827792705666391,
-                                       "state": 1, "node_state": 2},
-                             "status": {"capacity": "0B"}})
+    store = Store.from_json(
+        {
+            "store": {"id": 9, "last_heartbeat": 1748827792705666391, "state": 1, "node_state": 2},
+            "status": {"capacity": "0B"},
+        }
+    )
     assert store.last_heartbeat == datetime(2025, 6, 2, 1, 29, 52, 705666, tzinfo=UTC)
     assert (store.state, store.node_state, store.state_name) == ("Offline", "Removing", "Offline")
     assert store.available_ratio is None
@@ -101,8 +119,9 @@ def test_a_stores_response_that_miscounts_or_mistypes_is_refused() -> None:
     with pytest.raises(MalformedPayloadError, match="count 2 but 1 stores"):
         stores_from_json({"count": 2, "stores": [{"store": {"id": 1}}]})
     with pytest.raises(MalformedPayloadError, match=r"stores\[0\].status.leader_count"):
-        stores_from_json({"count": 1, "stores": [{"store": {"id": 1},
-                                                  "status": {"leader_count": 1.5}}]})
+        stores_from_json(
+            {"count": 1, "stores": [{"store": {"id": 1}, "status": {"leader_count": 1.5}}]}
+        )
 
 
 OPERATOR = (
@@ -116,12 +135,17 @@ OPERATOR = (
 
 def test_operator_strings_parse_into_their_parts() -> None:
     op = Operator.parse(OPERATOR)
-    assert (op.desc, op.brief, op.kinds) == ("admin-move-peer", "mv peer: store [5] to [1]",
-                                             ("admin", "region"))
+    assert (op.desc, op.brief, op.kinds) == (
+        "admin-move-peer",
+        "mv peer: store [5] to [1]",
+        ("admin", "region"),
+    )
     assert (op.region_id, op.region_version, op.region_conf_ver) == (14, 31, 5)
-    assert op.steps == ("add learner peer 21 on store 1",
-                        "promote learner peer 21 on store 1 to voter",
-                        "remove peer on store 5")
+    assert op.steps == (
+        "add learner peer 21 on store 1",
+        "promote learner peer 21 on store 1 to voter",
+        "remove peer on store 5",
+    )
     assert (op.current_step, op.timeout, op.finished, op.timed_out) == (2, "6m0s", True, False)
     with pytest.raises(MalformedPayloadError, match="not PD's operator format"):
         Operator.parse("balance-leader something else")
@@ -130,18 +154,36 @@ def test_operator_strings_parse_into_their_parts() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "cls", "code", "text"),
     [
-        (404, b'"[PD:core:ErrStoreNotFound]store 7 not found"\n', StoreNotFoundError,
-         "PD:core:ErrStoreNotFound", "[PD:core:ErrStoreNotFound]store 7 not found"),
-        (500, b'"[PD:operator:ErrAddOperator]failed to add operator, maybe already have one"\n',
-         OperatorExistsError, "PD:operator:ErrAddOperator",
-         "[PD:operator:ErrAddOperator]failed to add operator, maybe already have one"),
-        (400, b'{"code":"input","msg":"strconv.ParseUint: parsing \\"x\\": invalid syntax",'
-              b'"data":{}}', PDInvalidInputError, None,
-         'strconv.ParseUint: parsing "x": invalid syntax'),
+        (
+            404,
+            b'"[PD:core:ErrStoreNotFound]store 7 not found"\n',
+            StoreNotFoundError,
+            "PD:core:ErrStoreNotFound",
+            "[PD:core:ErrStoreNotFound]store 7 not found",
+        ),
+        (
+            500,
+            b'"[PD:operator:ErrAddOperator]failed to add operator, maybe already have one"\n',
+            OperatorExistsError,
+            "PD:operator:ErrAddOperator",
+            "[PD:operator:ErrAddOperator]failed to add operator, maybe already have one",
+        ),
+        (
+            400,
+            b'{"code":"input","msg":"strconv.ParseUint: parsing \\"x\\": invalid syntax",'
+            b'"data":{}}',
+            PDInvalidInputError,
+            None,
+            'strconv.ParseUint: parsing "x": invalid syntax',
+        ),
         (503, b"no leader\n", PDNoLeaderError, None, "no leader"),
-        (503, b"[PD:apiutil:ErrRedirectNoLeader]redirect finds no leader\n", PDNoLeaderError,
-         "PD:apiutil:ErrRedirectNoLeader", "[PD:apiutil:ErrRedirectNoLeader]redirect finds no"
-         " leader"),
+        (
+            503,
+            b"[PD:apiutil:ErrRedirectNoLeader]redirect finds no leader\n",
+            PDNoLeaderError,
+            "PD:apiutil:ErrRedirectNoLeader",
+            "[PD:apiutil:ErrRedirectNoLeader]redirect finds no leader",
+        ),
         (500, b"redirect to not leader\n", PDNotLeaderError, None, "redirect to not leader"),
         (500, b"redirect failed\n", PDRedirectFailedError, None, "redirect failed"),
         (404, b"null\n", PDHTTPError, None, ""),
@@ -162,19 +204,28 @@ def test_target_labels_follow_tiup_and_tidb_operator() -> None:
     operator = TargetLabels.tidb_operator("basic", namespace="tidb")
     assert operator.tikv == 'job="tikv",cluster="basic",kubernetes_namespace="tidb"'
     assert operator.store_instance("basic-tikv-0.basic-tikv-peer.tidb.svc:20180") == (
-        "basic-tikv-0")
+        "basic-tikv-0"
+    )
     assert TargetLabels.tiup().store_instance("10.0.1.4:20180") == "10.0.1.4:20180"
     assert tikv_store_size(TargetLabels()).promql == (
-        'sum by (instance) (tikv_store_size_bytes{job="tikv",type="used"})')
+        'sum by (instance) (tikv_store_size_bytes{job="tikv",type="used"})'
+    )
     with pytest.raises(ValueError):
         tikv_store_size(TargetLabels(), "free")
 
 
 def test_go_floats_as_encoding_json_writes_them() -> None:
     assert [gojson.go_float(v) for v in (1.0, 0.5, 4549.0625, 1e-05, 1e21, 0.0)] == [
-        "1", "0.5", "4549.0625", "0.00001", "1e+21", "0"]
+        "1",
+        "0.5",
+        "4549.0625",
+        "0.00001",
+        "1e+21",
+        "0",
+    ]
     assert gojson.indented({"a": [], "b": {}, "c": gojson.GoMap({10: 1, 2: 2})}) == (
-        '{\n  "a": [],\n  "b": {},\n  "c": {\n    "10": 1,\n    "2": 2\n  }\n}\n')
+        '{\n  "a": [],\n  "b": {},\n  "c": {\n    "10": 1,\n    "2": 2\n  }\n}\n'
+    )
     assert gojson.compact({"k": "<&>"}) == '{"k":"\\u003c\\u0026\\u003e"}'
 
 
@@ -182,11 +233,15 @@ def test_the_committed_payloads_are_what_the_writer_writes(tmp_path: Path) -> No
     write_cassettes(tmp_path)
     write_metrics(tmp_path)
     written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
-    committed = sorted(p.relative_to(PAYLOADS) for p in PAYLOADS.rglob("*")
-                       if p.is_file() and p.suffix in (".json", ".prom"))
+    committed = sorted(
+        p.relative_to(PAYLOADS)
+        for p in PAYLOADS.rglob("*")
+        if p.is_file() and p.suffix in (".json", ".prom")
+    )
     assert written == committed
-    _, mismatch, errors = filecmp.cmpfiles(tmp_path, PAYLOADS, [str(p) for p in written],
-                                           shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(
+        tmp_path, PAYLOADS, [str(p) for p in written], shallow=False
+    )
     assert mismatch == [] and errors == []
 
 
@@ -211,15 +266,17 @@ async def test_a_check_listing_cut_short_or_missing_store_ids_is_a_response_erro
 
     region = '{"id":%d,"peers":[{"id":3,"store_id":1}],"down_peers":[{"peer":{"id":3}}]}'
     bodies = {
-        "down-peer": ('{"count":3,"regions":[' + ",".join(region % i for i in (2, 6, 10))
-                      + "]}").encode(),
+        "down-peer": (
+            '{"count":3,"regions":[' + ",".join(region % i for i in (2, 6, 10)) + "]}"
+        ).encode(),
         "miss-peer": b'{"count":1,"regions":[{"id":2,"peers":[{"id":3,"st',
     }
 
     def answer(request: httpx.Request) -> httpx.Response:
         kind = request.url.path.rsplit("/", 1)[1]
-        return httpx.Response(200, content=bodies[kind],
-                              headers={"Content-Type": "application/octet-stream"})
+        return httpx.Response(
+            200, content=bodies[kind], headers={"Content-Type": "application/octet-stream"}
+        )
 
     async with PDClient("http://pd:2379", transport=httpx.MockTransport(answer)) as client:
         # Past the sample, a down peer without a store id is still caught.

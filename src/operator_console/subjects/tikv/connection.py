@@ -32,14 +32,15 @@ class TLSFiles:
             raise ConnectionConfigError(
                 "TLS client certificate and key go together: give both cert_file and key_file"
             )
-        for label, path in (("CA", self.ca_file), ("certificate", self.cert_file),
-                            ("key", self.key_file)):
+        for label, path in (
+            ("CA", self.ca_file),
+            ("certificate", self.cert_file),
+            ("key", self.key_file),
+        ):
             if path is not None and not Path(path).is_file():
                 raise ConnectionConfigError(f"TLS {label} file {path} does not exist")
         try:
-            context = ssl.create_default_context(
-                cafile=str(self.ca_file) if self.ca_file else None
-            )
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
             if self.cert_file and self.key_file:
                 context.load_cert_chain(str(self.cert_file), str(self.key_file))
         except (ssl.SSLError, OSError) as exc:

@@ -66,8 +66,17 @@ from operator_console.subjects.tikv.pd_regions import (
 log = logging.getLogger(__name__)
 
 API = "/pd/api/v1"
-REGION_CHECKS = ("miss-peer", "extra-peer", "down-peer", "pending-peer", "offline-peer",
-                 "learner-peer", "empty-region", "oversized-region", "undersized-region")
+REGION_CHECKS = (
+    "miss-peer",
+    "extra-peer",
+    "down-peer",
+    "pending-peer",
+    "offline-peer",
+    "learner-peer",
+    "empty-region",
+    "oversized-region",
+    "undersized-region",
+)
 EVICT_LEADER = "evict-leader-scheduler"
 # server/api/region.go and pkg/schedule/handler: /regions/key caps `limit` at 10240.
 MAX_SCAN_LIMIT = 10240
@@ -96,7 +105,10 @@ class PDClient:
         self.endpoints: tuple[str, ...] = tuple(url for url, _ in cleaned)
         creds = credentials or next((c for _, c in cleaned if c is not None), None)
         self._http = build_http_client(
-            tls=tls, credentials=creds, timeout=timeout, endpoints=self.endpoints,
+            tls=tls,
+            credentials=creds,
+            timeout=timeout,
+            endpoints=self.endpoints,
             transport=transport,
         )
         self._preferred = 0
@@ -215,8 +227,9 @@ class PDClient:
         try:
             return parse(raw)
         except MalformedPayloadError as exc:
-            raise PDResponseError(f"PD {endpoint}: unexpected payload: {exc}",
-                                  endpoint=endpoint) from None
+            raise PDResponseError(
+                f"PD {endpoint}: unexpected payload: {exc}", endpoint=endpoint
+            ) from None
 
     # ---------------------------------------------------------------------- reads
 
@@ -239,8 +252,9 @@ class PDClient:
         raw = await self._json("GET", path)
         return self._parse(
             f"GET {path}",
-            lambda r: tuple(MemberHealth.from_json(h, f"health[{i}]")
-                            for i, h in enumerate(arr(r, "health"))),
+            lambda r: tuple(
+                MemberHealth.from_json(h, f"health[{i}]") for i, h in enumerate(arr(r, "health"))
+            ),
             raw,
         )
 
@@ -302,14 +316,17 @@ class PDClient:
             coro.close()
             count += self._take(items, briefs, down, pending, sample)
         except (ijson.JSONError, ijson.IncompleteJSONError) as exc:
-            raise PDResponseError(f"PD {endpoint}: the region list is not JSON ({exc})",
-                                  endpoint=endpoint) from None
+            raise PDResponseError(
+                f"PD {endpoint}: the region list is not JSON ({exc})", endpoint=endpoint
+            ) from None
         except MalformedPayloadError as exc:
-            raise PDResponseError(f"PD {endpoint}: unexpected payload: {exc}",
-                                  endpoint=endpoint) from None
+            raise PDResponseError(
+                f"PD {endpoint}: unexpected payload: {exc}", endpoint=endpoint
+            ) from None
         except httpx.TransportError as exc:
-            raise PDUnavailableError(f"PD {endpoint}: the body was cut off ({_reason(exc)})",
-                                     endpoint=endpoint) from None
+            raise PDUnavailableError(
+                f"PD {endpoint}: the body was cut off ({_reason(exc)})", endpoint=endpoint
+            ) from None
         finally:
             await response.aclose()
             self.bytes_read += response.num_bytes_downloaded
@@ -361,8 +378,9 @@ class PDClient:
             # Raw key bytes, percent-encoded: v7.5 has no `format=hex`, and v8.5 reads raw
             # keys the same way when the parameter is absent.
             query = _query({"key": key, "end_key": end_key}) + f"&limit={limit}"
-            page = self._parse(f"GET {path}", _regions_of,
-                               await self._json("GET", path, query=query))
+            page = self._parse(
+                f"GET {path}", _regions_of, await self._json("GET", path, query=query)
+            )
             for region in page:
                 yield region
             if len(page) < limit or not page:
@@ -394,8 +412,9 @@ class PDClient:
         raw = await self._json("GET", path)
         return self._parse(
             f"GET {path}",
-            lambda r: tuple(Operator.parse(o, f"operators[{i}]")
-                            for i, o in enumerate(arr(r, "operators"))),
+            lambda r: tuple(
+                Operator.parse(o, f"operators[{i}]") for i, o in enumerate(arr(r, "operators"))
+            ),
             raw,
         )
 
@@ -434,7 +453,9 @@ class PDClient:
                 raise SchedulerNotFoundError(
                     f"PD DELETE {path}: scheduler not found: {EVICT_LEADER} has no entry for"
                     f" store {store_id} (PD answered 404 without a message)",
-                    endpoint=f"DELETE {path}", status=404, pd_text=exc.pd_text,
+                    endpoint=f"DELETE {path}",
+                    status=404,
+                    pd_text=exc.pd_text,
                 ) from None
             raise
 
@@ -443,20 +464,29 @@ class PDClient:
         return str(await self._json("DELETE", path))
 
     async def transfer_leader(self, region_id: int, to_store_id: int) -> str:
-        return await self._operator({"name": "transfer-leader", "region_id": region_id,
-                                     "to_store_id": to_store_id})
+        return await self._operator(
+            {"name": "transfer-leader", "region_id": region_id, "to_store_id": to_store_id}
+        )
 
     async def transfer_peer(self, region_id: int, from_store_id: int, to_store_id: int) -> str:
-        return await self._operator({"name": "transfer-peer", "region_id": region_id,
-                                     "from_store_id": from_store_id, "to_store_id": to_store_id})
+        return await self._operator(
+            {
+                "name": "transfer-peer",
+                "region_id": region_id,
+                "from_store_id": from_store_id,
+                "to_store_id": to_store_id,
+            }
+        )
 
     async def add_peer(self, region_id: int, store_id: int) -> str:
-        return await self._operator({"name": "add-peer", "region_id": region_id,
-                                     "store_id": store_id})
+        return await self._operator(
+            {"name": "add-peer", "region_id": region_id, "store_id": store_id}
+        )
 
     async def remove_peer(self, region_id: int, store_id: int) -> str:
-        return await self._operator({"name": "remove-peer", "region_id": region_id,
-                                     "store_id": store_id})
+        return await self._operator(
+            {"name": "remove-peer", "region_id": region_id, "store_id": store_id}
+        )
 
     async def _operator(self, body: dict[str, Any]) -> str:
         for key, value in body.items():
@@ -487,8 +517,10 @@ def _check_path(kind: str) -> str:
 
 def _regions_of(raw: Any) -> tuple[Region, ...]:
     data = obj(raw, "regions response")
-    return tuple(Region.from_json(r, f"regions[{i}]")
-                 for i, r in enumerate(arr(data.get("regions"), "regions")))
+    return tuple(
+        Region.from_json(r, f"regions[{i}]")
+        for i, r in enumerate(arr(data.get("regions"), "regions"))
+    )
 
 
 def _decode(endpoint: str, data: bytes) -> Any:

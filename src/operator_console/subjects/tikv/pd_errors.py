@@ -134,8 +134,11 @@ _BY_PLAIN_TEXT: dict[str, tuple[type[PDHTTPError], str]] = {
     "redirect failed": (PDRedirectFailedError, "forwarding to the leader failed"),
 }
 # Texts PD's handlers write without a code for operators they cannot build.
-_OPERATOR_REFUSALS = ("region has no voter in store", "region has no peer in store",
-                      "region already has peer in store")
+_OPERATOR_REFUSALS = (
+    "region has no voter in store",
+    "region has no peer in store",
+    "region already has peer in store",
+)
 
 
 def pd_text_of(body: bytes) -> tuple[str, str | None]:

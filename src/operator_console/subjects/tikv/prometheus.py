@@ -135,8 +135,11 @@ class PrometheusClient:
     ) -> None:
         self.url, embedded = split_endpoint(url)
         self._http = build_http_client(
-            tls=tls, credentials=credentials or embedded, timeout=timeout,
-            endpoints=(self.url,), transport=transport,
+            tls=tls,
+            credentials=credentials or embedded,
+            timeout=timeout,
+            endpoints=(self.url,),
+            transport=transport,
         )
 
     def __repr__(self) -> str:
@@ -208,7 +211,8 @@ class PrometheusClient:
         if not isinstance(envelope, dict) or envelope.get("status") not in ("success", "error"):
             raise PrometheusResponseError(
                 f"Prometheus at {self.url}{path}: no API envelope in the answer",
-                query=promql, status=response.status_code,
+                query=promql,
+                status=response.status_code,
             )
         warnings = tuple(str(w) for w in envelope.get("warnings") or ())
         if envelope["status"] == "error":

@@ -83,7 +83,7 @@ def tikv_qps(t: TargetLabels, window: str = "1m") -> Query:
     """gRPC requests per second each TiKV serves (all types but GC)."""
     return Query(
         "tikv_qps",
-        f'sum by (instance) (rate(tikv_grpc_msg_duration_seconds_count{{{t.tikv},'
+        f"sum by (instance) (rate(tikv_grpc_msg_duration_seconds_count{{{t.tikv},"
         f'type!="kv_gc"}}[{window}]))',
         "requests/s",
         "instance",
@@ -94,7 +94,7 @@ def tikv_grpc_p99(t: TargetLabels, window: str = "1m") -> Query:
     """99th percentile of gRPC message duration per TiKV, over all types but GC."""
     return Query(
         "tikv_grpc_p99",
-        f'histogram_quantile(0.99, sum by (le, instance) (rate('
+        f"histogram_quantile(0.99, sum by (le, instance) (rate("
         f'tikv_grpc_msg_duration_seconds_bucket{{{t.tikv},type!="kv_gc"}}[{window}])))',
         "s",
         "instance",
@@ -148,8 +148,9 @@ def tikv_append_log_p99(t: TargetLabels, window: str = "1m") -> Query:
 
 def pd_region_health(t: TargetLabels) -> Query:
     """Regions per health check as PD's leader counts them (miss-peer-region-count...)."""
-    return Query("pd_region_health", f"max by (type) (pd_regions_status{{{t.pd}}})",
-                 "regions", "type")
+    return Query(
+        "pd_region_health", f"max by (type) (pd_regions_status{{{t.pd}}})", "regions", "type"
+    )
 
 
 def pd_store_states(t: TargetLabels) -> Query:

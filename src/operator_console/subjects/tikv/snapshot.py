@@ -116,9 +116,7 @@ async def regions_pointed_at(
 ) -> dict[str, tuple[Region, ...]]:
     """Full detail of the first regions each non-empty check sampled, fetched by id."""
     wanted = {
-        kind: check.sample_ids[:per_check]
-        for kind, check in snapshot.checks.items()
-        if check.count
+        kind: check.sample_ids[:per_check] for kind, check in snapshot.checks.items() if check.count
     }
     ids = sorted({region_id for chosen in wanted.values() for region_id in chosen})
 

@@ -37,6 +37,7 @@ from operator_console.tui.widgets.workload import WorkloadPanel
 PERSON = "person:console"
 MODE_CYCLE = (Mode.OBSERVE, Mode.APPROVE, Mode.AUTO)
 LOOPS = frozenset({"monitor", "agent", "executor"})
+TICKET_SYNC_S = 5.0
 
 
 class DashboardScreen(Screen[None]):
@@ -110,6 +111,19 @@ class DashboardScreen(Screen[None]):
     def on_mount(self) -> None:
         self.sub_title = self.title_text
         self._worker = self.run_scenario()
+        # The database is the truth (another console or the CLI may change a ticket).
+        self.set_interval(TICKET_SYNC_S, self._sync_tickets)
+
+    @work(exclusive=True, group="ticket-sync", exit_on_error=False)
+    async def _sync_tickets(self) -> None:
+        if not self.is_active:
+            return
+        rows = await asyncio.to_thread(
+            self.runtime.tickets.list, run_id=self.runtime.run_id, limit=100
+        )
+        panel = self.query_one(TicketsPanel)
+        for row in reversed(rows):
+            panel.show(row.event_fields(), row.last_seen)
 
     async def on_unmount(self) -> None:
         """However the screen goes away, the run's processes go with it."""
@@ -225,6 +239,16 @@ class DashboardScreen(Screen[None]):
                     self.notify("the run finished and the cluster is healthy", title="Run OK")
             case ev.WaitTimedOut():
                 self.notify(event.problem, severity="warning")
+            case ev.WaitingForPerson():
+                narration.waiting(
+                    f"waiting {event.waited_s:.0f} s (of {event.limit_s:g}) for you to decide "
+                    f"action {event.action_id} {event.action}: a approve · r reject"
+                )
+            case ev.WaitingForRecovery():
+                narration.waiting(
+                    f"waiting {event.waited_s:.0f} s (of {event.limit_s:g}) for recovery: "
+                    f"{event.why}"
+                )
             case ev.AgentReady() | ev.ModeChanged():
                 self.mode = Mode(event.mode)
                 self.sub_title = f"{self.title_text} · mode {self.mode.value}"

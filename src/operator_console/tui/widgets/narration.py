@@ -69,6 +69,10 @@ class NarrationPanel(Vertical):
         self.set_class(not f.get("ok"), "-failed")
         self.query_one("#keys-now", Static).update("q: quit")
 
+    def waiting(self, text: str) -> None:
+        """What the run waits for, repeated every few seconds while it waits."""
+        self.query_one("#countdown", Static).update(Text(text))
+
     def keys_hint(self, text: str) -> None:
         self.query_one("#keys-now", Static).update(
             f"{text} · a approve · r reject · m mode · k kill switch · t tickets · l audit · "

@@ -5,11 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable
 
 COLUMNS = ("id", "state", "invariant", "target", "age", "seen")
+CLOSED = frozenset({"resolved", "abandoned"})
+# Theme variables per state; a state not named here is drawn dim.
+STATE_TONES = {
+    "open": "error",
+    "investigating": "warning",
+    "action_pending": "warning",
+    "escalated": "error",
+    "mitigated": "warning",
+    "resolved": "success",
+}
 
 
 def _age(seconds: float) -> str:
@@ -61,11 +72,13 @@ class TicketsPanel(Vertical):
             self._opened[key] = _when(fields.get("first_seen")) or at
         table: DataTable[Any] = self.query_one(DataTable)
         state = str(fields.get("state", "?"))
-        if state == "resolved":
+        if state in CLOSED:
             self._resolved.add(key)
-        values = {
+        variable = STATE_TONES.get(state)
+        colour = self.app.get_css_variables().get(variable, "") if variable else ""
+        values: dict[str, str | Text] = {
             "id": f"#{key}",
-            "state": state,
+            "state": Text(state, style=f"bold {colour}".strip() if colour else "dim"),
             "invariant": str(fields.get("invariant", "")),
             "target": str(fields.get("target", "")),
             "age": self._age(key),

@@ -77,6 +77,14 @@ class Transcript(RichLog):
                 self._diagnosis(event.fields())
             case ev.TicketEscalated():
                 self.say(f"[$warning]escalated #{event.ticket_id}: {escape(event.reason)}[/]")
+            case ev.TicketMitigated():
+                self.say(
+                    f"[$warning]mitigated #{event.ticket_id}: {escape(event.remains or '')}[/]"
+                )
+            case ev.CauseCleared():
+                self.say(f"cause cleared on #{event.ticket_id}: {escape(event.detail)}")
+            case ev.TicketAbandoned():
+                self.say(f"[dim]abandoned #{event.ticket_id}: {escape(event.reason)}[/]")
             case ev.ModeChanged():
                 self.say(f"mode [b]{event.mode}[/] (was {event.previous})")
             case ev.KillSwitch():

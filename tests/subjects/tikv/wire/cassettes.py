@@ -64,8 +64,15 @@ def reads(s: Situation, rel: PDRelease) -> list[Exchange]:
     out.append(_err("GET", f"{API}/store/{UNKNOWN_STORE}", 404, _store_not_found(UNKNOWN_STORE)))
     out.append(Exchange("GET", f"{API}/stats/region", 200, JSON_TYPE, region_stats(s, rel)))
     for kind, listed in region_checks(s).items():
-        out.append(Exchange("GET", f"{API}/regions/check/{kind}", 200, "application/octet-stream",
-                            regions_list(listed, rel)))
+        out.append(
+            Exchange(
+                "GET",
+                f"{API}/regions/check/{kind}",
+                200,
+                "application/octet-stream",
+                regions_list(listed, rel),
+            )
+        )
     # The first regions, and those a check's sample (eight at most) would point at.
     pointed = {r.id for listed in region_checks(s).values() for r in listed[:8]}
     for region in s.regions:
@@ -86,10 +93,18 @@ def _scan_pages(s: Situation, rel: PDRelease) -> list[Exchange]:
     start = 0
     key = b""
     while start < len(s.regions):
-        page = s.regions[start:start + SCAN_PAGE]
+        page = s.regions[start : start + SCAN_PAGE]
         query = {"key": key.decode("latin-1"), "end_key": "", "limit": str(SCAN_PAGE)}
-        pages.append(Exchange("GET", f"{API}/regions/key", 200, "application/octet-stream",
-                              regions_list(page, rel), query=query))
+        pages.append(
+            Exchange(
+                "GET",
+                f"{API}/regions/key",
+                200,
+                "application/octet-stream",
+                regions_list(page, rel),
+                query=query,
+            )
+        )
         start += SCAN_PAGE
         key = page[-1].end_key
         if not key:
@@ -105,8 +120,9 @@ def schedulers(s: Situation, rel: PDRelease) -> list[Exchange]:
     list_path = f"{API}/scheduler-config/evict-leader-scheduler/list"
     if s.evict_leader_stores:
         conf: dict[str, Any] = {
-            "store-id-ranges": {str(sid): [{"end-key": "", "start-key": ""}]
-                                for sid in s.evict_leader_stores}
+            "store-id-ranges": {
+                str(sid): [{"end-key": "", "start-key": ""}] for sid in s.evict_leader_stores
+            }
         }
         if rel.evict_batch:
             conf["batch"] = 3
@@ -114,18 +130,29 @@ def schedulers(s: Situation, rel: PDRelease) -> list[Exchange]:
     else:
         out.append(Exchange("GET", list_path, 404, TEXT_TYPE, NOT_FOUND_PAGE))
     evict = {"name": "evict-leader-scheduler"}
-    out.append(_err("POST", f"{API}/schedulers", 500, _store_not_found(UNKNOWN_STORE),
-                    match_json={**evict, "store_id": UNKNOWN_STORE}))
+    out.append(
+        _err(
+            "POST",
+            f"{API}/schedulers",
+            500,
+            _store_not_found(UNKNOWN_STORE),
+            match_json={**evict, "store_id": UNKNOWN_STORE},
+        )
+    )
     for sid in s.evict_leader_stores:
         applied = "The scheduler has been applied to the store."
-        out.append(_json("POST", f"{API}/schedulers", applied,
-                         match_json={**evict, "store_id": sid}))
+        out.append(
+            _json("POST", f"{API}/schedulers", applied, match_json={**evict, "store_id": sid})
+        )
     out.append(_json("POST", f"{API}/schedulers", "The scheduler is created."))
     for store in s.stores:
         # server/api/scheduler.go redirectSchedulerDelete: the config route's status, body null.
         status = 200 if store.id in s.evict_leader_stores else 404
-        out.append(_json("DELETE", f"{API}/schedulers/evict-leader-scheduler-{store.id}", None,
-                         status=status))
+        out.append(
+            _json(
+                "DELETE", f"{API}/schedulers/evict-leader-scheduler-{store.id}", None, status=status
+            )
+        )
     return out
 
 
@@ -136,22 +163,55 @@ def operator_exchanges(s: Situation, rel: PDRelease) -> list[Exchange]:
         _json("POST", path, "missing operator name", status=400, match_json={"name": None}),
     ]
     # pkg/schedule/handler/handler.go HandleOperatorCreation and the Add*Operator checks.
-    out.append(_err("POST", path, 500,
-                    f"[PD:region:ErrRegionNotFound]region {UNKNOWN_REGION} not found",
-                    match_json={"region_id": UNKNOWN_REGION}))
-    out.append(_json("POST", path, f"region has no voter in store {UNKNOWN_STORE}", status=500,
-                     match_json={"name": "transfer-leader", "to_store_id": UNKNOWN_STORE}))
-    out.append(_err("POST", path, 500, _store_not_found(UNKNOWN_STORE),
-                    match_json={"name": "transfer-peer", "to_store_id": UNKNOWN_STORE}))
+    out.append(
+        _err(
+            "POST",
+            path,
+            500,
+            f"[PD:region:ErrRegionNotFound]region {UNKNOWN_REGION} not found",
+            match_json={"region_id": UNKNOWN_REGION},
+        )
+    )
+    out.append(
+        _json(
+            "POST",
+            path,
+            f"region has no voter in store {UNKNOWN_STORE}",
+            status=500,
+            match_json={"name": "transfer-leader", "to_store_id": UNKNOWN_STORE},
+        )
+    )
+    out.append(
+        _err(
+            "POST",
+            path,
+            500,
+            _store_not_found(UNKNOWN_STORE),
+            match_json={"name": "transfer-peer", "to_store_id": UNKNOWN_STORE},
+        )
+    )
     for sid in sorted(s.store_ids_unhealthy):
-        out.append(_err("POST", path, 500, f"[PD:core:ErrStoreUnhealthy]store {sid} is unhealthy",
-                        match_json={"name": "transfer-peer", "to_store_id": sid}))
+        out.append(
+            _err(
+                "POST",
+                path,
+                500,
+                f"[PD:core:ErrStoreUnhealthy]store {sid} is unhealthy",
+                match_json={"name": "transfer-peer", "to_store_id": sid},
+            )
+        )
     for op in s.operators:
         # An admin operator is not replaced by another of the same priority.
         if "admin" in str(op["kind"]):
-            out.append(_err("POST", path, 500,
-                            "[PD:operator:ErrAddOperator]failed to add operator, maybe already"
-                            " have one", match_json={"region_id": op["region"]}))
+            out.append(
+                _err(
+                    "POST",
+                    path,
+                    500,
+                    "[PD:operator:ErrAddOperator]failed to add operator, maybe already have one",
+                    match_json={"region_id": op["region"]},
+                )
+            )
     out.append(_json("POST", path, "The operator is created."))
     for op in s.operators:
         region_id = op["region"]
@@ -171,27 +231,36 @@ def config_exchanges(s: Situation, rel: PDRelease) -> list[Exchange]:
         Exchange("GET", f"{API}/config", 200, JSON_TYPE, config(rel)),
         _json("GET", f"{API}/config/schedule", schedule_config()),
         _json("GET", f"{API}/config/replicate", replication_config()),
-        _json("POST", f"{API}/config", "config item no-such-item not found", status=400,
-              match_json={"no-such-item": 1}),
+        _json(
+            "POST",
+            f"{API}/config",
+            "config item no-such-item not found",
+            status=400,
+            match_json={"no-such-item": 1},
+        ),
         _json("POST", f"{API}/config", "The config is updated."),
     ]
     for store in s.stores:
-        out.append(_json("POST", f"{API}/store/{store.id}/weight",
-                         "The store's label is updated."))
-    out.append(_err("POST", f"{API}/store/{UNKNOWN_STORE}/weight", 500,
-                    _store_not_found(UNKNOWN_STORE)))
+        out.append(_json("POST", f"{API}/store/{store.id}/weight", "The store's label is updated."))
+    out.append(
+        _err("POST", f"{API}/store/{UNKNOWN_STORE}/weight", 500, _store_not_found(UNKNOWN_STORE))
+    )
     return out
 
 
 def cassette(s: Situation, rel: PDRelease) -> dict[str, Any]:
-    exchanges = [*reads(s, rel), *schedulers(s, rel), *operator_exchanges(s, rel),
-                 *config_exchanges(s, rel)]
+    exchanges = [
+        *reads(s, rel),
+        *schedulers(s, rel),
+        *operator_exchanges(s, rel),
+        *config_exchanges(s, rel),
+    ]
     return {
         "pd_version": rel.tag,
         "pd_commit": rel.commit,
         "written_from": "tikv/pd " + rel.tag + " source (server/api, pkg/response,"
-                        " pkg/schedule/handler, pkg/utils/apiutil): PD's encoders applied to"
-                        " the situation below; not captured from a running PD",
+        " pkg/schedule/handler, pkg/utils/apiutil): PD's encoders applied to"
+        " the situation below; not captured from a running PD",
         "situation": s.name,
         "description": s.description,
         "recorded_at": s.recorded_at.isoformat(),
@@ -200,8 +269,10 @@ def cassette(s: Situation, rel: PDRelease) -> dict[str, Any]:
         "redirector": {
             "no_leader": {"status": rel.no_leader[0], "body": rel.no_leader[1] + "\n"},
             "not_leader": {"status": rel.not_leader[0], "body": rel.not_leader[1] + "\n"},
-            "redirect_failed": {"status": rel.redirect_failed[0],
-                                "body": rel.redirect_failed[1] + "\n"},
+            "redirect_failed": {
+                "status": rel.redirect_failed[0],
+                "body": rel.redirect_failed[1] + "\n",
+            },
             "local_only_paths": list(rel.local_only_paths),
         },
         "exchanges": [e.to_json() for e in exchanges],

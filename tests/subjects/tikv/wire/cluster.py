@@ -79,7 +79,7 @@ def _memcomparable(raw: bytes) -> bytes:
     """TiKV's codec EncodeBytes: 8-byte groups, zero-padded, each with a 0xFF-pad marker."""
     out = bytearray()
     for start in range(0, len(raw) + 1, 8):
-        group = raw[start:start + 8]
+        group = raw[start : start + 8]
         pad = 8 - len(group)
         out += group + b"\x00" * pad + bytes([0xFF - pad])
     return bytes(out)
@@ -168,8 +168,10 @@ def _leaders_off(situation: Situation, store_id: int) -> None:
 def store_disconnected() -> Situation:
     s = healthy()
     s.name = "store-disconnected"
-    s.description = ("store 5 (tikv-2) stopped answering 30 s ago: Disconnected, its leaders"
-                     " re-elected on stores 1 and 4, no peer reported down yet")
+    s.description = (
+        "store 5 (tikv-2) stopped answering 30 s ago: Disconnected, its leaders"
+        " re-elected on stores 1 and 4, no peer reported down yet"
+    )
     s.store(5).heartbeat_age = timedelta(seconds=30, microseconds=507_211)
     s.store(5).state_name = "Disconnected"
     _leaders_off(s, 5)
@@ -185,10 +187,12 @@ REMOVING_PEER_REGION = 18
 def store_down() -> Situation:
     s = store_disconnected()
     s.name = "store-down"
-    s.description = ("store 5 (tikv-2) gone for 35 min (max-store-down-time 30m): Down and"
-                     " unhealthy; 45 regions report its peer down, 20 of them pending; an"
-                     " admin removed its peer from 3 regions (miss-peer: 2 of 3 peers, no"
-                     " fourth store to replace it) and one more remove-peer runs")
+    s.description = (
+        "store 5 (tikv-2) gone for 35 min (max-store-down-time 30m): Down and"
+        " unhealthy; 45 regions report its peer down, 20 of them pending; an"
+        " admin removed its peer from 3 regions (miss-peer: 2 of 3 peers, no"
+        " fourth store to replace it) and one more remove-peer runs"
+    )
     s.store(5).heartbeat_age = timedelta(minutes=35, seconds=12, microseconds=88_000)
     s.store(5).state_name = "Down"
     s.store_ids_unhealthy = {5}
@@ -225,8 +229,10 @@ def pd_member_down() -> Situation:
 def store_disk_85() -> Situation:
     s = healthy()
     s.name = "store-disk-85"
-    s.description = ("store 4 (tikv-1) at 85 % disk: 15 % available, under PD's low-space"
-                     " ratio (0.8), so PD schedules no new region onto it")
+    s.description = (
+        "store 4 (tikv-1) at 85 % disk: 15 % available, under PD's low-space"
+        " ratio (0.8), so PD schedules no new region onto it"
+    )
     st = s.store(4)
     st.available = int(TIB * 0.15)
     st.used = 842 * GIB
@@ -247,8 +253,14 @@ def leaders_evicted() -> Situation:
 
 SITUATIONS = {
     f().name: f
-    for f in (healthy, store_disconnected, store_down, pd_member_down, store_disk_85,
-              leaders_evicted)
+    for f in (
+        healthy,
+        store_disconnected,
+        store_down,
+        pd_member_down,
+        store_disk_85,
+        leaders_evicted,
+    )
 }
 
 

@@ -92,8 +92,9 @@ def _indent(value: Any, depth: int) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        body = ",\n".join(f"{inner}{go_string(k)}: {_indent(v, depth + 1)}"
-                          for k, v in _items(value))
+        body = ",\n".join(
+            f"{inner}{go_string(k)}: {_indent(v, depth + 1)}" for k, v in _items(value)
+        )
         return "{\n" + body + "\n" + pad + "}"
     if isinstance(value, list | tuple):
         if not value:

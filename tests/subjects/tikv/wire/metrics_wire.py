@@ -37,20 +37,35 @@ class GrpcLoad:
 
 
 TIKV_LOAD: dict[str, tuple[GrpcLoad, ...]] = {
-    "tikv-0": (GrpcLoad("kv_get", 600, 3), GrpcLoad("kv_prewrite", 120, 6),
-               GrpcLoad("kv_commit", 120, 5), GrpcLoad("coprocessor", 60, 7),
-               GrpcLoad("kv_gc", 2, 13)),
-    "tikv-1": (GrpcLoad("kv_get", 540, 3), GrpcLoad("kv_prewrite", 110, 6),
-               GrpcLoad("kv_commit", 110, 5), GrpcLoad("coprocessor", 40, 7),
-               GrpcLoad("kv_gc", 2, 13)),
+    "tikv-0": (
+        GrpcLoad("kv_get", 600, 3),
+        GrpcLoad("kv_prewrite", 120, 6),
+        GrpcLoad("kv_commit", 120, 5),
+        GrpcLoad("coprocessor", 60, 7),
+        GrpcLoad("kv_gc", 2, 13),
+    ),
+    "tikv-1": (
+        GrpcLoad("kv_get", 540, 3),
+        GrpcLoad("kv_prewrite", 110, 6),
+        GrpcLoad("kv_commit", 110, 5),
+        GrpcLoad("coprocessor", 40, 7),
+        GrpcLoad("kv_gc", 2, 13),
+    ),
     # tikv-2's disk is slower: every type sits two buckets higher.
-    "tikv-2": (GrpcLoad("kv_get", 660, 5), GrpcLoad("kv_prewrite", 130, 8),
-               GrpcLoad("kv_commit", 130, 7), GrpcLoad("coprocessor", 80, 9),
-               GrpcLoad("kv_gc", 2, 14)),
+    "tikv-2": (
+        GrpcLoad("kv_get", 660, 5),
+        GrpcLoad("kv_prewrite", 130, 8),
+        GrpcLoad("kv_commit", 130, 7),
+        GrpcLoad("coprocessor", 80, 9),
+        GrpcLoad("kv_gc", 2, 14),
+    ),
 }
 # (per second, center bucket) of apply and append log durations.
-RAFT_LOAD = {"tikv-0": ((1200, 5), (800, 7)), "tikv-1": ((1100, 5), (760, 7)),
-             "tikv-2": ((1300, 6), (840, 9))}
+RAFT_LOAD = {
+    "tikv-0": ((1200, 5), (800, 7)),
+    "tikv-1": ((1100, 5), (760, 7)),
+    "tikv-2": ((1300, 6), (840, 9)),
+}
 
 
 def spread(total: int, center: int, size: int) -> list[int]:
@@ -105,8 +120,13 @@ class Exposition:
         self.lines.append(f"{name}{_labels(labels)} {shown}")
 
     def histogram(
-        self, name: str, labels: dict[str, str], bounds: list[Decimal], per_s: list[int],
-        elapsed_s: int, le_form: object,
+        self,
+        name: str,
+        labels: dict[str, str],
+        bounds: list[Decimal],
+        per_s: list[int],
+        elapsed_s: int,
+        le_form: object,
     ) -> None:
         cumulative = 0
         total_sum = Decimal(0)
@@ -129,49 +149,92 @@ def tikv_metrics(s: Situation, store: StoreModel, tikv_version: str, at_s: int) 
     elapsed = UPTIME_S + at_s
     out = Exposition(rust_float)
     with_priority = not tikv_version.startswith("7.")
-    out.family("tikv_grpc_msg_duration_seconds", "histogram",
-               "Bucketed histogram of grpc server messages")
+    out.family(
+        "tikv_grpc_msg_duration_seconds", "histogram", "Bucketed histogram of grpc server messages"
+    )
     for load in TIKV_LOAD[store.name]:
-        labels = {"priority": "medium", "type": load.type} if with_priority else {
-            "type": load.type}
-        out.histogram("tikv_grpc_msg_duration_seconds", labels, GRPC_BUCKETS,
-                      spread(load.per_s, load.center, len(GRPC_BUCKETS)), elapsed, rust_float)
+        labels = {"priority": "medium", "type": load.type} if with_priority else {"type": load.type}
+        out.histogram(
+            "tikv_grpc_msg_duration_seconds",
+            labels,
+            GRPC_BUCKETS,
+            spread(load.per_s, load.center, len(GRPC_BUCKETS)),
+            elapsed,
+            rust_float,
+        )
     apply_load, append_load = RAFT_LOAD[store.name]
-    out.family("tikv_raftstore_apply_log_duration_seconds", "histogram",
-               "Bucketed histogram of peer applying log duration.")
-    out.histogram("tikv_raftstore_apply_log_duration_seconds", {}, RAFT_BUCKETS,
-                  spread(apply_load[0], apply_load[1], len(RAFT_BUCKETS)), elapsed, rust_float)
-    out.family("tikv_raftstore_append_log_duration_seconds", "histogram",
-               "Bucketed histogram of peer appending log duration.")
-    out.histogram("tikv_raftstore_append_log_duration_seconds", {}, RAFT_BUCKETS,
-                  spread(append_load[0], append_load[1], len(RAFT_BUCKETS)), elapsed, rust_float)
+    out.family(
+        "tikv_raftstore_apply_log_duration_seconds",
+        "histogram",
+        "Bucketed histogram of peer applying log duration.",
+    )
+    out.histogram(
+        "tikv_raftstore_apply_log_duration_seconds",
+        {},
+        RAFT_BUCKETS,
+        spread(apply_load[0], apply_load[1], len(RAFT_BUCKETS)),
+        elapsed,
+        rust_float,
+    )
+    out.family(
+        "tikv_raftstore_append_log_duration_seconds",
+        "histogram",
+        "Bucketed histogram of peer appending log duration.",
+    )
+    out.histogram(
+        "tikv_raftstore_append_log_duration_seconds",
+        {},
+        RAFT_BUCKETS,
+        spread(append_load[0], append_load[1], len(RAFT_BUCKETS)),
+        elapsed,
+        rust_float,
+    )
     out.family("tikv_store_size_bytes", "gauge", "Size of storage.")
-    for kind, value in (("available", store.available), ("capacity", store.capacity),
-                        ("used", store.used)):
+    for kind, value in (
+        ("available", store.available),
+        ("capacity", store.capacity),
+        ("used", store.used),
+    ):
         out.sample("tikv_store_size_bytes", {"type": kind}, value)
     leaders = sum(1 for r in s.regions if r.leader_store == store.id)
     peers = sum(1 for r in s.regions if r.peer_on(store.id) is not None)
-    out.family("tikv_raftstore_region_count", "gauge",
-               "Number of regions collected in region_collector")
+    out.family(
+        "tikv_raftstore_region_count", "gauge", "Number of regions collected in region_collector"
+    )
     out.sample("tikv_raftstore_region_count", {"type": "leader"}, leaders)
     out.sample("tikv_raftstore_region_count", {"type": "region"}, peers)
-    out.family("process_cpu_seconds_total", "counter",
-               "Total user and system CPU time spent in seconds.")
+    out.family(
+        "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds."
+    )
     out.sample("process_cpu_seconds_total", {}, 2 * elapsed)
     return out.text()
 
 
 REGION_STATUS_TYPES = (
-    "miss-peer-region-count", "extra-peer-region-count", "down-peer-region-count",
-    "pending-peer-region-count", "offline-peer-region-count", "learner-peer-region-count",
-    "empty-region-count", "oversized-region-count", "undersized-region-count",
+    "miss-peer-region-count",
+    "extra-peer-region-count",
+    "down-peer-region-count",
+    "pending-peer-region-count",
+    "offline-peer-region-count",
+    "learner-peer-region-count",
+    "empty-region-count",
+    "oversized-region-count",
+    "undersized-region-count",
     "witness-leader-region-count",
 )
 STORE_STATUS_TYPES = (
-    "store_up_count", "store_disconnected_count", "store_slow_count", "store_down_count",
-    "store_unhealth_count", "store_offline_count", "store_tombstone_count",
-    "store_low_space_count", "store_preparing_count", "store_serving_count",
-    "store_removing_count", "store_removed_count",
+    "store_up_count",
+    "store_disconnected_count",
+    "store_slow_count",
+    "store_down_count",
+    "store_unhealth_count",
+    "store_offline_count",
+    "store_tombstone_count",
+    "store_low_space_count",
+    "store_preparing_count",
+    "store_serving_count",
+    "store_removing_count",
+    "store_removed_count",
 )
 
 
@@ -211,19 +274,30 @@ def pd_metrics(s: Situation, name: str, pd_version: str, at_s: int) -> str:
             for kind, value in status.items():
                 totals[kind] += value
                 if per_store:
-                    out.sample("pd_cluster_status",
-                               {"engine": "tikv", "store": str(store.id), "type": kind}, value)
+                    out.sample(
+                        "pd_cluster_status",
+                        {"engine": "tikv", "store": str(store.id), "type": kind},
+                        value,
+                    )
         if not per_store:
             for kind, value in totals.items():
                 out.sample("pd_cluster_status", {"type": kind}, value)
         out.family("service_member_role", "gauge", "The leader/primary of services")
         out.sample("service_member_role", {"service": "PD"}, 1)
     tso_per_s = 1500 if leader else 0
-    out.family("pd_server_handle_tso_duration_seconds", "histogram",
-               "Bucketed histogram of processing time (s) of handled tso requests.")
-    out.histogram("pd_server_handle_tso_duration_seconds", {}, TSO_BUCKETS,
-                  spread(tso_per_s, 1, len(TSO_BUCKETS)), elapsed,
-                  lambda b: go_float(float(b)))
+    out.family(
+        "pd_server_handle_tso_duration_seconds",
+        "histogram",
+        "Bucketed histogram of processing time (s) of handled tso requests.",
+    )
+    out.histogram(
+        "pd_server_handle_tso_duration_seconds",
+        {},
+        TSO_BUCKETS,
+        spread(tso_per_s, 1, len(TSO_BUCKETS)),
+        elapsed,
+        lambda b: go_float(float(b)),
+    )
     out.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
     out.sample("process_resident_memory_bytes", {}, float(412_991_488 if leader else 198_311_936))
     return out.text()

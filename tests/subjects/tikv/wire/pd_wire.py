@@ -61,30 +61,87 @@ _V85_REDIRECT = {
     "no_leader": (503, "[PD:apiutil:ErrRedirectNoLeader]redirect finds no leader"),
     "not_leader": (500, "[PD:apiutil:ErrRedirectToNotLeader]redirect to not leader"),
     "redirect_failed": (500, "[PD:apiutil:ErrRedirect]redirect failed"),
-    "local_only_paths": ("/pd/api/v1/admin/log", "/pd/api/v1/status", "/pd/api/v1/health",
-                         "/pd/api/v1/ping", "/pd/api/v1/version", "/pd/api/v1/debug/pprof"),
+    "local_only_paths": (
+        "/pd/api/v1/admin/log",
+        "/pd/api/v1/status",
+        "/pd/api/v1/health",
+        "/pd/api/v1/ping",
+        "/pd/api/v1/version",
+        "/pd/api/v1/debug/pprof",
+    ),
 }
-_V75_SCHEDULERS = ("balance-hot-region-scheduler", "balance-leader-scheduler",
-                   "balance-region-scheduler")
-_V85_SCHEDULERS = ("balance-hot-region-scheduler", "evict-slow-store-scheduler",
-                   "balance-leader-scheduler", "evict-stopping-store-scheduler",
-                   "balance-region-scheduler")
+_V75_SCHEDULERS = (
+    "balance-hot-region-scheduler",
+    "balance-leader-scheduler",
+    "balance-region-scheduler",
+)
+_V85_SCHEDULERS = (
+    "balance-hot-region-scheduler",
+    "evict-slow-store-scheduler",
+    "balance-leader-scheduler",
+    "evict-stopping-store-scheduler",
+    "balance-region-scheduler",
+)
 
 RELEASES = {
     r.tag: r
     for r in (
-        PDRelease("v7.5.0", "ef6ba8551e525a700546d6bdb7ad6766115209cc", "7.5.0",
-                  "bd8a0aabd08fd77687f788e0b45858ccd3516e4d", "indented-null", False, False,
-                  False, False, False, _V75_SCHEDULERS, **_V75_REDIRECT),  # type: ignore[arg-type]
-        PDRelease("v7.5.7", "48eca84b9e2fefe238f46cbb29ea795609e6a606", "7.5.7",
-                  "7f1d4fd723efd08203884203ae15cf28e5d421be", "compact-zero", False, False,
-                  False, False, False, _V75_SCHEDULERS, **_V75_REDIRECT),  # type: ignore[arg-type]
-        PDRelease("v8.5.7", "6dce4a68e3e93b523657bd05cba89a86d64de117", "8.5.7",
-                  "3f446cfa9eb1d5c653031d261e185911495d0359", "compact-zero", True, False,
-                  False, False, True, _V85_SCHEDULERS, **_V85_REDIRECT),  # type: ignore[arg-type]
-        PDRelease("v26.3.4", "054331030a4d46c5a5227555698606a258a932e4", "26.3.4", "",
-                  "compact-404", True, True, True, True, True, _V85_SCHEDULERS,
-                  **_V85_REDIRECT),  # type: ignore[arg-type]
+        PDRelease(
+            "v7.5.0",
+            "ef6ba8551e525a700546d6bdb7ad6766115209cc",
+            "7.5.0",
+            "bd8a0aabd08fd77687f788e0b45858ccd3516e4d",
+            "indented-null",
+            False,
+            False,
+            False,
+            False,
+            False,
+            _V75_SCHEDULERS,
+            **_V75_REDIRECT,
+        ),  # type: ignore[arg-type]
+        PDRelease(
+            "v7.5.7",
+            "48eca84b9e2fefe238f46cbb29ea795609e6a606",
+            "7.5.7",
+            "7f1d4fd723efd08203884203ae15cf28e5d421be",
+            "compact-zero",
+            False,
+            False,
+            False,
+            False,
+            False,
+            _V75_SCHEDULERS,
+            **_V75_REDIRECT,
+        ),  # type: ignore[arg-type]
+        PDRelease(
+            "v8.5.7",
+            "6dce4a68e3e93b523657bd05cba89a86d64de117",
+            "8.5.7",
+            "3f446cfa9eb1d5c653031d261e185911495d0359",
+            "compact-zero",
+            True,
+            False,
+            False,
+            False,
+            True,
+            _V85_SCHEDULERS,
+            **_V85_REDIRECT,
+        ),  # type: ignore[arg-type]
+        PDRelease(
+            "v26.3.4",
+            "054331030a4d46c5a5227555698606a258a932e4",
+            "26.3.4",
+            "",
+            "compact-404",
+            True,
+            True,
+            True,
+            True,
+            True,
+            _V85_SCHEDULERS,
+            **_V85_REDIRECT,
+        ),  # type: ignore[arg-type]
     )
 }
 
@@ -233,8 +290,9 @@ def _region_body(region: RegionModel, peer: Any, rel: PDRelease, std: bool) -> d
         downs = []
         for sid, secs in region.down:
             p = peer(region.peer_on(sid), sid)
-            downs.append({"down_seconds": secs, "peer": p} if std else
-                         {"peer": p, "down_seconds": secs})
+            downs.append(
+                {"down_seconds": secs, "peer": p} if std else {"peer": p, "down_seconds": secs}
+            )
         out["down_peers"] = downs
     if region.pending:
         out["pending_peers"] = [peer(region.peer_on(sid), sid) for sid in region.pending]
@@ -263,9 +321,17 @@ def regions_list(regions: list[RegionModel], rel: PDRelease) -> str:
 
 
 _ZERO_REGION = {
-    "id": 0, "start_key": "", "end_key": "", "leader": {"role_name": ""}, "cpu_usage": 0,
-    "written_bytes": 0, "read_bytes": 0, "written_keys": 0, "read_keys": 0,
-    "approximate_size": 0, "approximate_keys": 0,
+    "id": 0,
+    "start_key": "",
+    "end_key": "",
+    "leader": {"role_name": ""},
+    "cpu_usage": 0,
+    "written_bytes": 0,
+    "read_bytes": 0,
+    "written_keys": 0,
+    "read_keys": 0,
+    "approximate_size": 0,
+    "approximate_keys": 0,
 }
 
 
@@ -350,21 +416,29 @@ def member(m: Any, rel: PDRelease) -> dict[str, Any]:
 def members(situation: Situation, rel: PDRelease) -> str:
     """server/api/member.go GetMembers: pdpb.GetMembersResponse, indented."""
     leader = next(m for m in MEMBERS if m.name == situation.leader)
-    return indented({
-        "header": {"cluster_id": CLUSTER_ID},
-        "members": [member(m, rel) for m in MEMBERS],
-        "leader": member(leader, rel),
-        "etcd_leader": member(leader, rel),
-    })
+    return indented(
+        {
+            "header": {"cluster_id": CLUSTER_ID},
+            "members": [member(m, rel) for m in MEMBERS],
+            "leader": member(leader, rel),
+            "etcd_leader": member(leader, rel),
+        }
+    )
 
 
 def health(situation: Situation) -> str:
     """server/api/health.go GetHealthStatus: []Health."""
-    return indented([
-        {"name": m.name, "member_id": m.member_id, "client_urls": [m.client_url],
-         "health": m.name not in situation.down_members}
-        for m in MEMBERS
-    ])
+    return indented(
+        [
+            {
+                "name": m.name,
+                "member_id": m.member_id,
+                "client_urls": [m.client_url],
+                "health": m.name not in situation.down_members,
+            }
+            for m in MEMBERS
+        ]
+    )
 
 
 # ---------------------------------------------------------------------- operators
@@ -446,27 +520,29 @@ def schedule_config() -> dict[str, Any]:
 
 def config(rel: PDRelease) -> str:
     """server/api/config.go GetConfig: config.Config, the sections an operator reads."""
-    return indented({
-        "client-urls": "http://0.0.0.0:2379",
-        "peer-urls": "http://0.0.0.0:2380",
-        "advertise-client-urls": "http://pd-0:2379",
-        "advertise-peer-urls": "http://pd-0:2380",
-        "name": "pd-0",
-        "data-dir": "/tidb-data/pd-2379",
-        "lease": 5,
-        "log": {"level": "info", "format": "text"},
-        "schedule": schedule_config(),
-        "replication": replication_config(),
-        "pd-server": {
-            "use-region-storage": "true",
-            "max-gap-reset-ts": "24h0m0s",
-            "key-type": "table",
-            "runtime-services": "",
-            "metric-storage": "",
-            "dashboard-address": "http://pd-0:2379",
-            "flow-round-by-digit": 3,
-            "min-resolved-ts-persistence-interval": "1s",
-            "server-memory-limit": GoFloat(0.0),
-        },
-        "cluster-version": rel.tikv_version,
-    })
+    return indented(
+        {
+            "client-urls": "http://0.0.0.0:2379",
+            "peer-urls": "http://0.0.0.0:2380",
+            "advertise-client-urls": "http://pd-0:2379",
+            "advertise-peer-urls": "http://pd-0:2380",
+            "name": "pd-0",
+            "data-dir": "/tidb-data/pd-2379",
+            "lease": 5,
+            "log": {"level": "info", "format": "text"},
+            "schedule": schedule_config(),
+            "replication": replication_config(),
+            "pd-server": {
+                "use-region-storage": "true",
+                "max-gap-reset-ts": "24h0m0s",
+                "key-type": "table",
+                "runtime-services": "",
+                "metric-storage": "",
+                "dashboard-address": "http://pd-0:2379",
+                "flow-round-by-digit": 3,
+                "min-resolved-ts-persistence-interval": "1s",
+                "server-memory-limit": GoFloat(0.0),
+            },
+            "cluster-version": rel.tikv_version,
+        }
+    )

@@ -53,8 +53,15 @@ def write_metrics(root: Path = PAYLOADS) -> int:
         targets = []
         for store in s.stores:
             up = store.state_name not in DEAD_STORE_STATES
-            targets.append({"name": store.name, "job": "tikv", "instance": f"{store.name}:20180",
-                            "store_id": store.id, "up": up})
+            targets.append(
+                {
+                    "name": store.name,
+                    "job": "tikv",
+                    "instance": f"{store.name}:20180",
+                    "store_id": store.id,
+                    "up": up,
+                }
+            )
             if up:
                 for at in (0, INTERVAL_S):
                     text = tikv_metrics(s, store, tikv_version, at)
@@ -62,8 +69,9 @@ def write_metrics(root: Path = PAYLOADS) -> int:
                     written += 1
         for member in MEMBERS:
             up = member.name not in s.down_members
-            targets.append({"name": member.name, "job": "pd",
-                            "instance": f"{member.name}:2379", "up": up})
+            targets.append(
+                {"name": member.name, "job": "pd", "instance": f"{member.name}:2379", "up": up}
+            )
             if up:
                 for at in (0, INTERVAL_S):
                     text = pd_metrics(s, member.name, pd_version, at)
@@ -74,9 +82,12 @@ def write_metrics(root: Path = PAYLOADS) -> int:
             "tikv_version": tikv_version,
             "pd_version": pd_version,
             "interval_s": INTERVAL_S,
-            "written_from": "metric definitions of tikv/tikv v" + tikv_version + " and tikv/pd "
-                            + pd_version + " applied to the situation; not scraped from a"
-                            " running cluster",
+            "written_from": "metric definitions of tikv/tikv v"
+            + tikv_version
+            + " and tikv/pd "
+            + pd_version
+            + " applied to the situation; not scraped from a"
+            " running cluster",
             "targets": targets,
         }
         (folder / "targets.json").write_text(json.dumps(manifest, indent=2) + "\n")
