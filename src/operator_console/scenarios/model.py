@@ -160,12 +160,21 @@ def parse_scenario(data: dict[str, Any], path: Path | str, *, name: str) -> Scen
 
 
 def load_scenario_file(path: Path) -> Scenario:
+    """Read, parse and validate one scenario file; every problem is one ScenarioError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
-        raise ScenarioError(path, "", f"cannot read the file: {exc.strerror}") from None
+        raise ScenarioError(path, "", f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            path, "", f"not UTF-8 text (byte {exc.start}); a scenario is a TOML text file"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(path, "", f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ScenarioError(path, "", "not valid TOML: nested too deeply") from None
     return parse_scenario(data, path, name=path.stem)
