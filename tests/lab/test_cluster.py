@@ -59,7 +59,7 @@ async def healthy_afterwards(
     if cluster.store_status() == "paused":
         cluster.resume_store()
     for name in cluster.node_names:
-        cluster.proxy(name).restore()
+        await cluster.proxy(name).restore()
         status = cluster.node_status(name)
         if status == "paused":
             cluster.resume_node(name)
@@ -143,7 +143,7 @@ async def test_store_and_three_nodes_run_each_behind_its_own_proxy(
         assert response.status_code == 200, response.text
         assert response.json()["store"]["reachable"] is True
         # The node's store traffic really flows through its own proxy.
-        assert cluster.proxy(name).state["connections"] >= 1
+        assert (await cluster.proxy(name).state())["connections"] >= 1
         assert cluster.proxy(name).port == info["proxy_port"]
     assert cluster.node_status("node-1") == "running"
     assert cluster.store_status() == "running"
@@ -243,14 +243,14 @@ async def test_link_latency_slows_checks_on_that_node_only(
     # 100 ms each way stays under the node's 250 ms store timeout, so checks stay synced.
     fault = cluster.make_fault("link_latency", "node-1", {"ms": 100})
     await fault.inject()
-    assert cluster.proxy("node-1").state["latency_ms"] == 100
+    assert (await cluster.proxy("node-1").state())["latency_ms"] == 100
     slow = [await timed_check(http, cluster.node_url("node-1"), "lat:a") for _ in range(3)]
     fast = [await timed_check(http, cluster.node_url("node-2"), "lat:a") for _ in range(3)]
     assert all(body["synced"] for _, body in slow + fast)
     assert min(t for t, _ in slow) >= 0.2  # one store round trip: 100 ms up + 100 ms down
     assert statistics.median(t for t, _ in fast) < 0.5 * min(t for t, _ in slow)
     await fault.clear()
-    assert cluster.proxy("node-1").state["latency_ms"] == 0
+    assert (await cluster.proxy("node-1").state())["latency_ms"] == 0
     healed = [await timed_check(http, cluster.node_url("node-1"), "lat:b") for _ in range(3)]
     assert statistics.median(t for t, _ in healed) < 0.2
 
@@ -260,7 +260,7 @@ async def test_link_cut_isolates_one_node_from_the_store(
 ):
     fault = cluster.make_fault("link_cut", "node-2", {})
     await fault.inject()
-    assert cluster.proxy("node-2").state["cut"] is True
+    assert (await cluster.proxy("node-2").state())["cut"] is True
     assert await store_reachable(http, cluster.node_url("node-2")) is False
     for name in others(cluster, "node-2"):
         assert await store_reachable(http, cluster.node_url(name)) is True

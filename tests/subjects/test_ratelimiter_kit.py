@@ -54,8 +54,9 @@ def kit(deployment: Deployment) -> RateLimiterAgentKit:
     return deployment.agent
 
 
-def generator(deployment: Deployment) -> Any:
-    return deployment.workload.generator  # type: ignore[union-attr]
+def clients(deployment: Deployment) -> Any:
+    """The console's side of the clients process (rotation, drains)."""
+    return deployment.workload
 
 
 async def eventually(probe: Callable[[], Awaitable[bool]], what: str, timeout: float = 8.0) -> None:
@@ -95,7 +96,7 @@ async def healthy_afterwards(
     elif status != "running":
         await cluster.restart_store()
     for name in cluster.node_names:
-        cluster.proxy(name).restore()
+        await cluster.proxy(name).restore()
         status = cluster.node_status(name)
         if status == "paused":
             cluster.resume_node(name)
@@ -105,8 +106,8 @@ async def healthy_afterwards(
         for failpoint in FAILPOINTS:
             await cluster.http.delete(f"{url}/api/failpoints/{failpoint}")
         await cluster.http.put(f"{url}/api/fail_mode", json={"mode": "open"})
-        if name in generator(deployment).drained:
-            generator(deployment).undrain(name)
+        if name in clients(deployment).drained:
+            await clients(deployment).undrain(name)
     await eventually(lambda: cluster_healthy(deployment), "cluster healthy again")
 
 
@@ -262,10 +263,10 @@ async def test_slow_link_node_is_drained_then_undrained(
 
     await execute(kit, "drain_node", {"node": "node-1"})
 
-    assert "node-1" not in generator(deployment).rotation
+    assert "node-1" not in clients(deployment).rotation
     assert "node-1" in deployment.workload.drained  # type: ignore[union-attr]
     await execute(kit, "undrain_node", {"node": "node-1"})
-    assert "node-1" in generator(deployment).rotation
+    assert "node-1" in clients(deployment).rotation
     await fault.clear()
 
 
@@ -339,7 +340,7 @@ async def test_draining_refuses_to_empty_the_rotation(
     await execute(kit, "drain_node", {"node": "node-2"})
     with pytest.raises(ActionFailed, match="last node"):
         await execute(kit, "drain_node", {"node": "node-3"})
-    assert generator(deployment).rotation == ["node-3"]
+    assert clients(deployment).rotation == ["node-3"]
 
 
 async def test_key_and_node_actions_change_the_lab(
@@ -398,7 +399,7 @@ async def test_detail_tools_read_the_link_metrics_and_catalog(
     cluster: RateLimiterCluster, kit: RateLimiterAgentKit
 ) -> None:
     tools = kit.toolbox()
-    cluster.proxy("node-2").set_latency(40)
+    await cluster.proxy("node-2").set_latency(40)
     detail = await tools.call("node_detail", {"node": "node-2"})
     assert detail.data["link"]["latency_ms"] == 40
     assert detail.data["process"] == "running"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,12 +13,14 @@ from typing import Any
 import httpx
 
 from operator_console.lab.ports import free_ports
-from operator_console.lab.proxy import FaultProxy
+from operator_console.lab.proxy_host import Link, ProxyHost
 from operator_console.lab.ratelimiter.faults import FAULT_KINDS, ClusterFault, make_fault
 from operator_console.lab.ratelimiter.store import ValkeyStore
 from operator_console.lab.supervisor import ManagedProcess, Supervisor, UnknownProcessError
 
 NODE_MODULE = "operator_console.lab.ratelimiter.node"
+CLIENTS_MODULE = "operator_console.lab.ratelimiter.clients"
+CLIENTS = "clients"
 HOST = "127.0.0.1"
 _PROBE_TIMEOUT_S = 0.5
 _NODE_START_TIMEOUT_S = 20.0
@@ -51,9 +54,11 @@ class RateLimiterCluster:
         self._supervisor = Supervisor(self.run_dir)
         self._store = ValkeyStore(self._supervisor, self.run_dir, host=HOST)
         self._node_names = [f"node-{i}" for i in range(1, nodes + 1)]
-        self._proxies: dict[str, FaultProxy] = {}
+        self._links = ProxyHost(self._supervisor)
+        self._proxies: dict[str, Link] = {}
         self._ports: dict[str, int] = {}
         self._http: httpx.AsyncClient | None = None
+        self._clients_url: str | None = None
         self._running = False
 
     # ------------------------------------------------------------- properties
@@ -84,7 +89,7 @@ class RateLimiterCluster:
     def node_url(self, name: str) -> str:
         return f"http://{HOST}:{self.node_port(name)}"
 
-    def proxy(self, name: str) -> FaultProxy:
+    def proxy(self, name: str) -> Link:
         self._check_node(name)
         try:
             return self._proxies[name]
@@ -110,11 +115,10 @@ class RateLimiterCluster:
             return
         try:
             await self._store.start()
+            upstream = f"{HOST}:{self._store.port}"
+            self._proxies = await self._links.start({name: upstream for name in self._node_names})
             ports = free_ports(len(self._node_names), HOST)
             for name, port in zip(self._node_names, ports, strict=True):
-                proxy = FaultProxy(HOST, 0, HOST, self._store.port)
-                await proxy.start()
-                self._proxies[name] = proxy
                 self._ports[name] = port
             await asyncio.gather(*(self._start_node(name) for name in self._node_names))
         except BaseException:
@@ -129,12 +133,15 @@ class RateLimiterCluster:
 
     async def _teardown(self) -> None:
         sup = self._supervisor
+        if CLIENTS in sup.names():  # the clients first, so no request meets a stopping node
+            with contextlib.suppress(Exception):
+                await sup.stop(CLIENTS)
+        self._clients_url = None
         nodes = [n for n in self._node_names if n in sup.names()]
         await asyncio.gather(*(sup.stop(n) for n in nodes), return_exceptions=True)
-        proxies, self._proxies = self._proxies, {}
-        for proxy in proxies.values():
-            with contextlib.suppress(Exception):
-                await proxy.stop()
+        self._proxies = {}
+        with contextlib.suppress(Exception):
+            await self._links.stop()
         if self._store.name in sup.names():
             with contextlib.suppress(Exception):
                 await self._store.stop()
@@ -153,10 +160,50 @@ class RateLimiterCluster:
                 "pid": self._pid(name),
                 "proxy_port": self._proxies[name].port if name in self._proxies else None,
             }
-        return {
+        data: dict[str, Any] = {
             "store": {"url": self._store.url, "pid": self._store.pid},
             "nodes": nodes,
         }
+        if self._clients_url is not None:
+            data["clients"] = {"url": self._clients_url, "pid": self._pid(CLIENTS)}
+        return data
+
+    async def start_clients(
+        self, *, rate: float, keys: int, hot_keys: Mapping[str, float], timeout_s: float
+    ) -> str:
+        """Start the clients process (load generator and balancer) and return its API's URL."""
+        (port,) = free_ports(1, HOST)
+        url = f"http://{HOST}:{port}"
+        argv = [
+            sys.executable,
+            "-m",
+            CLIENTS_MODULE,
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--targets",
+            json.dumps({name: self.node_url(name) for name in self._node_names}),
+            "--rate",
+            str(rate),
+            "--keys",
+            str(keys),
+            "--hot-keys",
+            json.dumps(dict(hot_keys)),
+            "--timeout-s",
+            str(timeout_s),
+        ]
+
+        async def answers() -> bool:
+            try:
+                response = await self.http.get(f"{url}/api/health", timeout=_PROBE_TIMEOUT_S)
+            except httpx.HTTPError:
+                return False
+            return response.status_code == 200
+
+        await self._supervisor.start(CLIENTS, argv, ready=answers, timeout=_NODE_START_TIMEOUT_S)
+        self._clients_url = url
+        return url
 
     def about(self) -> str:
         return (

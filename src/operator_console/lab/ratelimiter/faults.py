@@ -144,9 +144,9 @@ class _LinkFault(ClusterFault):
     async def clear(self) -> None:
         try:
             proxy = self.cluster.proxy(self.target)
+            await proxy.restore()
         except RuntimeError:  # the cluster was stopped meanwhile
             return
-        proxy.restore()
 
 
 class LinkLatency(_LinkFault):
@@ -161,7 +161,7 @@ class LinkLatency(_LinkFault):
         return f"add {self.ms:g} ms each way on {self.target}'s link to the store"
 
     async def inject(self) -> None:
-        self.cluster.proxy(self.target).set_latency(self.ms)
+        await self.cluster.proxy(self.target).set_latency(self.ms)
 
 
 class LinkCut(_LinkFault):
@@ -171,7 +171,7 @@ class LinkCut(_LinkFault):
         return f"cut {self.target}'s link to the store: open connections drop, new ones fail"
 
     async def inject(self) -> None:
-        self.cluster.proxy(self.target).cut()
+        await self.cluster.proxy(self.target).cut()
 
 
 class ClockSkew(ClusterFault):

@@ -83,7 +83,7 @@ class RateLimiterKind:
         if workload is not None:
             load = parse(WorkloadSpec, workload, "workload")
             driver = RateLimiterWorkload(
-                lambda: {name: cluster.node_url(name) for name in cluster.node_names},
+                cluster,
                 load,
                 on_sample,
                 p99_alarm_ms=topo.thresholds.latency_p99_ms,

@@ -15,6 +15,7 @@ from operator_console.subjects.ratelimiter.backend import NO_BALANCER, NO_PROCES
 
 if TYPE_CHECKING:
     from operator_console.lab.ratelimiter.cluster import RateLimiterCluster
+    from operator_console.subjects.ratelimiter.workload import RateLimiterWorkload
 
 FailpointName = Literal["clock_skew_ms", "config_refresh_stuck"]
 FailMode = Literal["open", "closed"]
@@ -163,12 +164,11 @@ class RateLimiterActions:
                 failures.append(str(exc))
         raise ActionFailed(f"{method} {path}: no node could do it ({'; '.join(failures)})")
 
-    def _generator(self) -> Any:
+    def _clients(self) -> RateLimiterWorkload:
         workload = self.backend.workload
-        generator = workload.generator if workload is not None else None
-        if generator is None:
-            raise ActionFailed("the load generator is not running, so there is no rotation")
-        return generator
+        if workload is None or workload.url is None:
+            raise ActionFailed("the clients are not running, so there is no rotation")
+        return workload
 
     # -- nodes -----------------------------------------------------------------------------
 
@@ -188,21 +188,21 @@ class RateLimiterActions:
         return f"sent SIGCONT to {p.node}; it is {self.cluster.node_status(p.node)}"
 
     async def drain_node(self, p: Any) -> str:
-        generator = self._generator()
-        rotation = generator.rotation
+        clients = self._clients()
+        rotation = clients.rotation
         if p.node not in rotation:
             return f"{p.node} was already out of rotation (rotation: {', '.join(rotation)})"
         if len(rotation) == 1:
             raise ActionFailed(f"refusing to drain {p.node}: it is the last node in rotation")
-        generator.drain(p.node)
-        return f"drained {p.node}; rotation is now {', '.join(generator.rotation)}"
+        rotation = await clients.drain(p.node)
+        return f"drained {p.node}; rotation is now {', '.join(rotation)}"
 
     async def undrain_node(self, p: Any) -> str:
-        generator = self._generator()
-        if p.node in generator.rotation:
+        clients = self._clients()
+        if p.node in clients.rotation:
             return f"{p.node} was already in rotation"
-        generator.undrain(p.node)
-        return f"put {p.node} back in rotation; rotation is now {', '.join(generator.rotation)}"
+        rotation = await clients.undrain(p.node)
+        return f"put {p.node} back in rotation; rotation is now {', '.join(rotation)}"
 
     async def reload_config(self, p: Any) -> str:
         data = await self._call(p.node, "POST", "/api/config/reload")

@@ -40,7 +40,7 @@ class Backend(Protocol):
 
     def store_pid(self) -> int | None: ...
 
-    def link(self, name: str) -> dict[str, Any] | None:
+    async def link(self, name: str) -> dict[str, Any] | None:
         """The node's link proxy to the store (latency_ms, cut), where the console runs one."""
         ...
 
@@ -98,10 +98,10 @@ class LocalBackend:
     def store_pid(self) -> int | None:
         return self.cluster.store.pid
 
-    def link(self, name: str) -> dict[str, Any] | None:
+    async def link(self, name: str) -> dict[str, Any] | None:
         try:
-            return dict(self.cluster.proxy(name).state)
-        except RuntimeError:
+            return await self.cluster.proxy(name).state()
+        except RuntimeError:  # ProxyHostError is one: the lab is stopping
             return None
 
     def log(self, process: str, lines: int) -> tuple[str, str] | None:
@@ -179,7 +179,7 @@ class AttachedBackend:
     def store_pid(self) -> int | None:
         return None
 
-    def link(self, name: str) -> dict[str, Any] | None:
+    async def link(self, name: str) -> dict[str, Any] | None:
         return None
 
     def log(self, process: str, lines: int) -> tuple[str, str] | None:

@@ -30,31 +30,20 @@ VERSION_KEY = "rl:config:version"
 NODES_PREFIX = "rl:nodes:"
 
 
-class TargetStatsLike(Protocol):
-    offered: int
-    allowed: int
-    denied: int
-    errors: int
-    p50_ms: float | None
-    p99_ms: float | None
-
-
-class GroundTruthLike(Protocol):
-    def allowed_in_window(self, key: str, window_s: float, now: float | None = None) -> int: ...
-
-    def keys(self) -> list[str]: ...
+CLIENT_FIGURES = ("offered", "allowed", "denied", "errors", "p50_ms", "p99_ms")
 
 
 class WorkloadSource(Protocol):
-    """What the observer reads from the load generator (the clients' own account)."""
+    """What the observer reads from the clients (their own account of what happened)."""
 
     @property
     def drained(self) -> frozenset[str]: ...
 
-    @property
-    def ground_truth(self) -> GroundTruthLike: ...
+    async def target_stats(self, window_s: float = 5.0) -> Mapping[str, Mapping[str, Any]]: ...
 
-    def target_stats(self, window_s: float = 5.0) -> Mapping[str, TargetStatsLike]: ...
+    async def allowed(
+        self, windows: dict[str, float], default_window_s: float
+    ) -> Mapping[str, int]: ...
 
 
 @dataclass(slots=True)
@@ -290,7 +279,7 @@ class RateLimiterObserver:
         default = next((n.default_limit for n in nodes.values() if n.default_limit), None)
         state = RateLimiterState(nodes=nodes, store=store, workload=None, default_limit=default)
         if self.workload is not None:
-            state.workload = self._observe_workload(state, sources)
+            state.workload = await self._observe_workload(state, sources)
             for name in self.workload.drained:
                 if name in nodes:
                     nodes[name].drained = True
@@ -423,35 +412,38 @@ class RateLimiterObserver:
         sources["store"] = SourceStatus("store", SourceState.OK, latency_ms=latency)
         return view
 
-    def _observe_workload(
+    async def _observe_workload(
         self, state: RateLimiterState, sources: dict[str, SourceStatus]
     ) -> WorkloadView | None:
         assert self.workload is not None
         try:
-            stats = self.workload.target_stats(self.stats_window_s)
+            async with asyncio.timeout(self.timeout_s * 2):
+                stats = await self.workload.target_stats(self.stats_window_s)
+                windows = {k: v.window_ms / 1000 for k, v in state.store.limits.items()}
+                default = state.default_limit
+                allowed = await self.workload.allowed(
+                    windows, default.window_ms / 1000 if default else 0.0
+                )
             view = WorkloadView(window_s=self.stats_window_s)
             for target, s in stats.items():
                 view.per_target[target] = {
-                    "offered": s.offered,
-                    "allowed": s.allowed,
-                    "denied": s.denied,
-                    "errors": s.errors,
-                    "p50_ms": s.p50_ms,
-                    "p99_ms": s.p99_ms,
+                    k: s.get(k)
+                    for k in ("offered", "allowed", "denied", "errors", "p50_ms", "p99_ms")
                 }
-                view.offered += s.offered
-                view.allowed += s.allowed
-                view.denied += s.denied
-                view.errors += s.errors
-            truth = self.workload.ground_truth
-            for key in truth.keys():
+                view.offered += int(s.get("offered") or 0)
+                view.allowed += int(s.get("allowed") or 0)
+                view.denied += int(s.get("denied") or 0)
+                view.errors += int(s.get("errors") or 0)
+            for key, count in allowed.items():
                 limit = state.limit_for(key)
                 if limit is None:
                     continue
-                count = truth.allowed_in_window(key, limit.window_ms / 1000)
                 view.keys[key] = KeyTruth(key, count, limit.limit, limit.window_ms)
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
-            sources["workload"] = SourceStatus("workload", SourceState.ERROR, str(exc)[:200])
+            state_, reason = _reason(exc)
+            sources["workload"] = SourceStatus("workload", state_, reason)
             return None
         sources["workload"] = SourceStatus("workload", SourceState.OK)
         return view

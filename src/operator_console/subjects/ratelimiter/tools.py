@@ -197,7 +197,7 @@ class RateLimiterTools:
         detail = asdict(view)
         detail["state"] = view.state
         detail["process"] = self.backend.node_status(node)
-        detail["link"] = self.backend.link(node)
+        detail["link"] = await self.backend.link(node)
         workload = self.backend.workload
         detail["drained"] = workload is not None and node in workload.drained
         detail["limits_differing"] = _limits_differing(state, view)

@@ -1,5 +1,5 @@
-"""The rate limiter's workload: the console's own clients (a load generator that is also the load
-balancer), or, for a cluster the console did not start, the nodes' own check counters."""
+"""The rate limiter's workload: the console's own clients (a process of their own that is also the
+load balancer), or, for a cluster the console did not start, the nodes' own check counters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -16,6 +17,9 @@ from operator_console.contract import SampleSink, SeriesSpec
 from operator_console.domain import WorkloadSample, utcnow
 from operator_console.subjects.ratelimiter.observer import _parse_metrics, bucket_quantile
 from operator_console.subjects.ratelimiter.spec import WorkloadChange, WorkloadSpec, parse
+
+if TYPE_CHECKING:
+    from operator_console.lab.ratelimiter.cluster import RateLimiterCluster
 
 log = logging.getLogger(__name__)
 
@@ -34,67 +38,145 @@ def traffic_series(p99_alarm_ms: float) -> tuple[SeriesSpec, ...]:
     )
 
 
+class WorkloadError(RuntimeError):
+    """The clients process could not be reached or refused a request."""
+
+
 class RateLimiterWorkload:
-    """The load generator, created once the cluster's node addresses are known."""
+    """The console's side of the clients process: it starts it (a lab process like the nodes),
+    relays its samples every second, and asks it for per-node stats, ground truth and drains."""
 
     def __init__(
         self,
-        targets: Callable[[], dict[str, str]],
+        cluster: RateLimiterCluster,
         spec: WorkloadSpec,
         on_sample: SampleSink,
         *,
         p99_alarm_ms: float,
     ) -> None:
-        self._targets = targets
+        self._cluster = cluster
         self._spec = spec
         self._on_sample = on_sample
         self.series: Sequence[SeriesSpec] = traffic_series(p99_alarm_ms)
-        self.generator: Any = None
+        self.url: str | None = None
+        self._seq = 0
+        self._drained: frozenset[str] = frozenset()
+        self._rotation: list[str] = []
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        from operator_console.lab.ratelimiter.loadgen import LoadGenerator
-
         spec = self._spec
-        self.generator = LoadGenerator(
-            self._targets(),
+        self.url = await self._cluster.start_clients(
             rate=spec.rate or 60.0,
-            keys=[f"user:{i}" for i in range(1, spec.keys + 1)],
+            keys=spec.keys,
             hot_keys=spec.hot_keys or {},
-            on_sample=self._on_sample,
             timeout_s=spec.timeout_s,
         )
-        await self.generator.start()
-        # Fresh processes answer their first requests slowly (connections, script loading,
-        # lazy imports); those must not count against the latency SLO.
-        await asyncio.sleep(WARM_UP_S)
-        self.generator.clear_stats()
+        # Fresh processes answer their first requests slowly; the clients leave them out of
+        # their figures, and the run starts once they have.
+        deadline = time.monotonic() + WARM_UP_S + 10
+        while time.monotonic() < deadline:
+            data = await self._get("/api/samples", after=self._seq)
+            if data.get("warm"):
+                break
+            await asyncio.sleep(0.1)
+        self._task = asyncio.create_task(self._relay(), name="workload-relay")
 
     async def stop(self) -> None:
-        if self.generator is not None:
-            await self.generator.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if self.url is None:
+            raise WorkloadError("the clients process is not running")
+        try:
+            response = await self._cluster.http.request(
+                method, f"{self.url}{path}", timeout=SAMPLE_S, **kwargs
+            )
+        except httpx.HTTPError as exc:
+            raise WorkloadError(f"the clients process at {self.url}: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise WorkloadError(f"{method} {path}: HTTP {response.status_code} {response.text}")
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def _get(self, path: str, **params: Any) -> dict[str, Any]:
+        return await self._request("GET", path, params=params)
+
+    async def _relay(self) -> None:
+        next_at = time.monotonic()
+        while True:
+            next_at += SAMPLE_S
+            try:
+                data = await self._get("/api/samples", after=self._seq)
+                for raw in data.get("samples", []):
+                    self._seq = max(self._seq, int(raw["seq"]))
+                    self._on_sample(
+                        WorkloadSample(
+                            at=datetime.fromisoformat(raw["at"]),
+                            values=raw["values"],
+                            per_target=raw["per_target"],
+                        )
+                    )
+                self._remember(await self._get("/api/rotation"))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("relaying the clients' samples failed", exc_info=True)
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    def _remember(self, rotation: dict[str, Any]) -> None:
+        self._drained = frozenset(rotation.get("drained") or ())
+        self._rotation = list(rotation.get("rotation") or ())
 
     def adjust(self, changes: Mapping[str, Any]) -> None:
         change: WorkloadChange = parse(WorkloadChange, changes, "workload")
-        if self.generator is None:
-            return
+        body: dict[str, Any] = {}
         if change.rate is not None:
-            self.generator.set_rate(change.rate)
+            body["rate"] = change.rate
         if change.hot_keys is not None:
-            self.generator.set_hot_keys(change.hot_keys)
+            body["hot_keys"] = change.hot_keys
+        if body and self.url is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._request("PUT", "/api/traffic", json=body)
+            )
+            task.add_done_callback(_log_failure)
 
-    # What the observer reads (WorkloadSource).
+    # What the observer, the tools and the actions read (WorkloadSource).
     @property
     def drained(self) -> frozenset[str]:
-        return self.generator.drained if self.generator is not None else frozenset()
+        return self._drained
 
     @property
-    def ground_truth(self) -> Any:
-        return self.generator.ground_truth
+    def rotation(self) -> list[str]:
+        return list(self._rotation)
 
-    def target_stats(self, window_s: float = 5.0) -> Any:
-        if self.generator is None:
-            return {}
-        return self.generator.target_stats(window_s)
+    async def target_stats(self, window_s: float = 5.0) -> dict[str, dict[str, Any]]:
+        return await self._get("/api/stats", window_s=window_s)
+
+    async def allowed(self, windows: dict[str, float], default_window_s: float) -> dict[str, int]:
+        data = await self._request(
+            "POST",
+            "/api/truth",
+            json={"windows": windows, "default_window_s": default_window_s},
+        )
+        return {str(k): int(v) for k, v in data.get("allowed", {}).items()}
+
+    async def drain(self, node: str) -> list[str]:
+        self._remember(await self._request("POST", f"/api/drain/{node}"))
+        return self.rotation
+
+    async def undrain(self, node: str) -> list[str]:
+        self._remember(await self._request("DELETE", f"/api/drain/{node}"))
+        return self.rotation
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("changing the clients' traffic failed: %s", task.exception())
 
 
 class CounterSampler:

@@ -24,6 +24,7 @@ class ClusterPanel(Vertical):
         self._tickets: dict[str, str] = {}
         self._columns: tuple[str, ...] = ()
         self._view: ClusterView | None = None
+        self._shown: dict[str, dict[str, Text]] = {}
 
     def compose(self) -> ComposeResult:
         yield DataTable(
@@ -55,6 +56,7 @@ class ClusterPanel(Vertical):
         )
         if columns != self._columns:
             table.clear(columns=True)
+            self._shown.clear()
             for key, label in (*BASE_COLUMNS, *((c.key, c.label) for c in view.columns)):
                 table.add_column(label, key=key)
             table.add_column("ticket", key="ticket")
@@ -82,13 +84,20 @@ class ClusterPanel(Vertical):
         for row_key in list(table.rows):
             if row_key.value not in keys:
                 table.remove_row(row_key)
+                self._shown.pop(str(row_key.value), None)
         for row in view.rows:
             cells = self._cells(row)
             if row.target not in table.rows:
                 table.add_row(*(cells[c] for c in self._columns), key=row.target)
+                self._shown[row.target] = cells
                 continue
+            shown = self._shown.setdefault(row.target, {})
             for column in self._columns[1:]:
-                table.update_cell(row.target, column, cells[column], update_width=True)
+                # Only what changed: each update re-renders the table.
+                if shown.get(column) != cells[column]:
+                    wider = len(cells[column]) > len(shown.get(column) or "")
+                    table.update_cell(row.target, column, cells[column], update_width=wider)
+                    shown[column] = cells[column]
         tones = {row.tone for row in view.rows}
         self.set_class("error" in tones, "-down")
         self.set_class("warning" in tones and "error" not in tones, "-paused")
@@ -102,4 +111,6 @@ class ClusterPanel(Vertical):
             self._tickets[target] = label
         table: DataTable[Any] = self.query_one(DataTable)
         if target in table.rows and "ticket" in self._columns:
-            table.update_cell(target, "ticket", self._ticket_cell(target), update_width=True)
+            cell = self._ticket_cell(target)
+            table.update_cell(target, "ticket", cell, update_width=True)
+            self._shown.setdefault(target, {})["ticket"] = cell

@@ -88,7 +88,8 @@ class TicketsPanel(Vertical):
             table.add_row(*(values[c] for c in COLUMNS), key=key)
             return
         for column in COLUMNS[1:]:
-            table.update_cell(key, column, values[column], update_width=True)
+            if str(table.get_cell(key, column)) != str(values[column]):
+                table.update_cell(key, column, values[column], update_width=True)
 
     def tick(self, at: datetime) -> None:
         """Age the open tickets to `at` (the dashboard calls this once a second)."""
@@ -96,4 +97,6 @@ class TicketsPanel(Vertical):
         table: DataTable[Any] = self.query_one(DataTable)
         for key in self._opened:
             if key not in self._resolved and key in table.rows:
-                table.update_cell(key, "age", self._age(key), update_width=True)
+                age = self._age(key)
+                if str(table.get_cell(key, "age")) != age:
+                    table.update_cell(key, "age", age, update_width=True)

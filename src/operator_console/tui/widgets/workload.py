@@ -81,8 +81,10 @@ class MetricChart(PlotextPlot):
                 "error" if spec.breaches(last) else LINE_VARIABLES[index % len(LINE_VARIABLES)]
             )
             if points:
+                # One dot a second reads as a line at braille resolution; plotext's line
+                # interpolation would cost five times as much CPU every redraw.
                 xs = [t - self.now for t, _ in points]
-                plt.plot(xs, [y for _, y in points], marker="braille", color=self._rgb(variable))
+                plt.scatter(xs, [y for _, y in points], marker="braille", color=self._rgb(variable))
             if spec.alarm:  # an alarm at 0 (any error) colours the line; no line to draw
                 top = max(top, spec.alarm * 1.25)
                 plt.hline(spec.alarm, color=self._rgb("error"))
