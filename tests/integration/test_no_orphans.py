@@ -91,7 +91,8 @@ def test_a_signal_mid_run_stops_every_child(tmp_path: Path, signum: signal.Signa
         ready = timeline.until("cluster_ready")
         children = _descendants(proc.pid)
         assert ready["endpoints"]["store"]["pid"] in {p.pid for p in children}
-        assert len(children) == 4  # the store and three nodes
+        # the store, the link proxies, three nodes and the clients
+        assert len(children) == 6, children
         timeline.until("fault_injected")
         proc.send_signal(signum)
         try:

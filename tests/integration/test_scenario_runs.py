@@ -78,7 +78,12 @@ def test_agent_in_auto_mode_fixes_each_fault(run_console, scenario: str) -> None
     assert resolved["t"] > executed["t"]
     if verified["ticket_id"] == opened["ticket_id"]:
         assert resolved["by"] == "agent"
-    assert timeline.named("fault_cleared") == [], "the operator fixed it, not the scenario"
+    if scenario == "ratelimiter-link-latency":
+        # A drain mitigates; only the scenario's repair of the link removes the cause.
+        timeline.first("ticket_mitigated", ticket_id=opened["ticket_id"])
+        assert [e["by"] for e in timeline.named("fault_cleared")] == ["scenario"]
+    else:
+        assert timeline.named("fault_cleared") == [], "the operator fixed it, not the scenario"
     finished = timeline.named("run_finished")[0]
     assert finished["ok"] is True and finished["summary"]["recovered"] is True
     assert_no_survivors(timeline)
