@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
-from sqlmodel import SQLModel
 
 from operator_console.audit import AuditLog, register_secret
 from operator_console.audit.redact import REDACTED, clear_registered_secrets
 from operator_console.cli.audit import audit
-from operator_console.db import create_db_engine
+from operator_console.db import create_db_engine, init_db
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +39,7 @@ def db_url(tmp_path: Path) -> str:
 @pytest.fixture
 def log(db_url: str) -> Iterator[AuditLog]:
     engine = create_db_engine(db_url)
-    SQLModel.metadata.create_all(engine)
+    init_db(engine)
     yield AuditLog(engine)
     engine.dispose()
 
@@ -53,11 +52,18 @@ def _seed(log: AuditLog) -> None:
     log.append("mode_changed", actor="person:cli", payload={"from": "observe", "to": "approve"})
 
 
-def test_verify_on_a_fresh_default_database(cli: CliRunner, tmp_path: Path) -> None:
+def test_verify_without_a_database_says_so_and_makes_none(cli: CliRunner, tmp_path: Path) -> None:
     result = cli.invoke(audit, ["verify"])
+    path = tmp_path / "data" / "operator-console.db"
+    assert result.exit_code == 1
+    assert result.output == f"Error: no database at {path}; run the console once, or check --db\n"
+    assert not (tmp_path / "data").exists()
+
+
+def test_verify_on_a_fresh_database(cli: CliRunner, log: AuditLog, db_url: str) -> None:
+    result = cli.invoke(audit, ["verify", "--db", db_url])
     assert result.exit_code == 0, result.output
     assert result.output == "audit chain ok: 0 rows\n"
-    assert (tmp_path / "data" / "operator-console.db").exists()
 
 
 def test_verify_ok_counts_rows(cli: CliRunner, log: AuditLog, db_url: str) -> None:
@@ -98,7 +104,7 @@ def test_list_newest_first_with_filters(cli: CliRunner, log: AuditLog, db_url: s
     assert rows[0]["payload"] == {"from": "observe", "to": "approve"}
 
 
-def test_list_on_an_empty_log(cli: CliRunner, db_url: str) -> None:
+def test_list_on_an_empty_log(cli: CliRunner, log: AuditLog, db_url: str) -> None:
     result = cli.invoke(audit, ["list", "--db", db_url])
     assert result.exit_code == 0
     assert result.output == "no audit rows\n"
@@ -118,7 +124,7 @@ def test_show_prints_the_row_and_its_hashes(cli: CliRunner, log: AuditLog, db_ur
     assert data["payload"] == {"approved": True}
 
 
-def test_show_unknown_row_is_one_clear_line(cli: CliRunner, db_url: str) -> None:
+def test_show_unknown_row_is_one_clear_line(cli: CliRunner, log: AuditLog, db_url: str) -> None:
     result = cli.invoke(audit, ["show", "99", "--db", db_url])
     assert result.exit_code == 1
     assert "no audit row 99" in result.output

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import secrets
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -22,9 +21,8 @@ from operator_console.audit import AuditLog, AuditRow, register_secret
 from operator_console.audit import log as audit_log
 from operator_console.audit.log import GENESIS_HASH, row_hash
 from operator_console.audit.redact import REDACTED, clear_registered_secrets
-from operator_console.db import create_db_engine
+from operator_console.db import create_db_engine, init_db
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 WORKERS = 4
 ROWS_PER_WORKER = 25
 
@@ -395,30 +393,9 @@ def test_appends_from_several_processes_form_one_chain_sqlite(
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    try:
-        admin = create_engine(
-            PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 2}
-        )
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}")
-    name = f"audit_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture
 def pg_engine(pg_url: str) -> Iterator[Engine]:
     engine = create_db_engine(pg_url)
-    SQLModel.metadata.create_all(engine)
+    init_db(engine)
     yield engine
     engine.dispose()
 

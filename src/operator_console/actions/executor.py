@@ -21,6 +21,7 @@ from operator_console.actions.store import (
     ActionRepository,
     ActionState,
     ApprovalError,
+    ClaimLost,
     Controls,
 )
 from operator_console.contract import ActionCatalog, ActionInputError, Condition
@@ -235,11 +236,21 @@ class Executor:
     async def _execute(self, action_id: int) -> None:
         try:
             row = await asyncio.to_thread(self.actions.claim, action_id, self.controls)
+        except ClaimLost as exc:
+            # Another executor has it: the next poll reads and announces what it became.
+            log.info("%s", exc)
+            self._known.pop(action_id, None)
+            return
         except ApprovalError as exc:
             log.warning("%s", exc)
             refused = await asyncio.to_thread(self.actions.get, action_id)
             if refused is not None and self._known.get(action_id) != refused.state:
                 self._announce(action_event(ActionRejected, refused, by="policy", reason=str(exc)))
+            return
+        except Exception:
+            # The database did not answer (locked too long, connection lost): try again later.
+            log.exception("claiming action %s failed", action_id)
+            self._known.pop(action_id, None)
             return
         self._announce(action_event(ActionExecuting, row))
         try:

@@ -1,7 +1,8 @@
 """Action lifecycle, approvals, mode and kill switch, persisted so that several processes agree.
 
 Every transition is a conditional UPDATE (state must still be what we read), so two processes
-approving, rejecting or claiming the same action cannot both win.
+approving or rejecting the same action cannot both win; claiming one for execution is a claim
+(`operator_console.db.claims`) that consumes the approval in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from operator_console.audit import AuditLog
 from operator_console.contract import ActionSpec, params_hash
+from operator_console.db.claims import claiming, lock_row
 from operator_console.db.models import ActionRow, ApprovalRow, ControlRow
 from operator_console.domain import utcnow
 
@@ -45,6 +47,24 @@ class Mode(StrEnum):
 
 class ApprovalError(RuntimeError):
     """An approval, rejection or execution is refused; the message says why."""
+
+
+class ClaimLost(ApprovalError):
+    """The action is not this executor's to run: it left `approved` (another executor took it,
+    a person rejected it, it expired) or another executor holds it right now."""
+
+
+def _approval_problem(row: ActionRow, approval: ApprovalRow | None, now: datetime) -> str | None:
+    """Why this approval does not let the action run now, or None when it does."""
+    if approval is None:
+        return "its approval was already used"
+    if approval.expires_at <= now:
+        return f"its approval expired at {approval.expires_at:%H:%M:%S} UTC"
+    if approval.params_hash != row.params_hash or row.params_hash != params_hash(
+        row.name, row.params
+    ):
+        return "its parameters changed after it was approved"
+    return None
 
 
 def _audit(engine: Engine, kind: str, actor: str, row: ActionRow, **extra: Any) -> None:
@@ -287,53 +307,48 @@ class ActionRepository:
         raise ApprovalError(f"action {action_id} is {row.state}: too late to reject it")
 
     def claim(self, action_id: int, controls: Controls) -> ActionRow:
-        """Consume the action's approval and mark it executing, re-checking everything."""
+        """Consume the action's approval and mark it executing, re-checking everything.
+
+        One transaction holds the action's row from the check to the change, so of several
+        executors (consoles, processes) on one database exactly one gets the action; the
+        others get `ClaimLost`. A refused approval rejects the action in that transaction."""
         row = self._require(action_id)
         if row.state != ActionState.APPROVED.value:
-            raise ApprovalError(f"action {action_id} is {row.state}, not approved")
+            raise ClaimLost(f"action {action_id} is {row.state}, not approved")
         if controls.kill_switch():
             raise ApprovalError("the kill switch is on")
         if controls.mode() is Mode.OBSERVE:
             raise ApprovalError("mode is observe: nothing executes")
         now = utcnow()
-        with Session(self._engine, expire_on_commit=False) as session:
+        with claiming(self._engine) as session:
+            locked = lock_row(session, ActionRow, action_id, skip_locked=True)
+            if locked is None:
+                raise ClaimLost(f"action {action_id} is being claimed by another process")
+            if locked.state != ActionState.APPROVED.value:
+                raise ClaimLost(f"action {action_id} is {locked.state}, not approved")
+            # Nobody else consumes this action's approvals while its row is held.
             approval = session.exec(
                 select(ApprovalRow)
                 .where(ApprovalRow.action_id == action_id)
                 .where(col(ApprovalRow.used_at).is_(None))
                 .order_by(col(ApprovalRow.id).desc())
             ).first()
-        problem = None
-        if approval is None:
-            problem = "its approval was already used"
-        elif approval.expires_at <= now:
-            problem = f"its approval expired at {approval.expires_at:%H:%M:%S} UTC"
-        elif approval.params_hash != row.params_hash or row.params_hash != params_hash(
-            row.name, row.params
-        ):
-            problem = "its parameters changed after it was approved"
-        if problem is None and approval is not None:
-            with Session(self._engine) as session:
-                used = session.execute(
-                    update(ApprovalRow)
-                    .where(col(ApprovalRow.id) == approval.id, col(ApprovalRow.used_at).is_(None))
-                    .values(used_at=now)
-                )
-                session.commit()
-            if getattr(used, "rowcount", 0) != 1:
-                problem = "its approval was already used"
+            problem = _approval_problem(locked, approval, now)
+            if problem is None:
+                assert approval is not None
+                approval.used_at = now
+                locked.state = ActionState.EXECUTING.value
+                session.add(approval)
+            else:
+                locked.state = ActionState.REJECTED.value
+                locked.decision_reason = problem
+            session.add(locked)
+            session.commit()
         if problem is not None:
-            if self._transition(
-                action_id, ActionState.APPROVED, ActionState.REJECTED, decision_reason=problem
-            ):
-                row.state = ActionState.REJECTED.value
-                _audit(self._engine, "action_refused", "policy", row, reason=problem)
+            _audit(self._engine, "action_refused", "policy", locked, reason=problem)
             raise ApprovalError(f"action {action_id} refused: {problem}")
-        if not self._transition(action_id, ActionState.APPROVED, ActionState.EXECUTING):
-            raise ApprovalError(f"action {action_id} changed state while being claimed")
-        row.state = ActionState.EXECUTING.value
-        _audit(self._engine, "action_executing", "executor", row)
-        return row
+        _audit(self._engine, "action_executing", "executor", locked)
+        return locked
 
     def finish(
         self,

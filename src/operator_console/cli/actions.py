@@ -32,7 +32,7 @@ def actions() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def actions_list(states: tuple[str, ...], run_id: str | None, limit: int, as_json: bool) -> None:
     """Newest first; `--state proposed` shows what waits for a decision."""
-    rows = ActionRepository(cli_context().engine).find(
+    rows = ActionRepository(cli_context().existing_engine).find(
         run_id=run_id, states=list(states) or None, limit=limit
     )
     if as_json:
@@ -52,7 +52,7 @@ def actions_list(states: tuple[str, ...], run_id: str | None, limit: int, as_jso
 @click.option("--json", "as_json", is_flag=True)
 def actions_show(action_id: int, as_json: bool) -> None:
     """Everything about one action."""
-    row = ActionRepository(cli_context().engine).get(action_id)
+    row = ActionRepository(cli_context().existing_engine).get(action_id)
     if row is None:
         raise click.ClickException(f"no action {action_id}; see `operator-console actions list`")
     data = row.to_dict()
@@ -70,7 +70,7 @@ def actions_show(action_id: int, as_json: bool) -> None:
 @click.option("--reason", default="", help="Why (kept in the audit log).")
 def actions_approve(action_id: int, reason: str) -> None:
     """Approve one proposed action (single use, bound to its exact parameters, expires)."""
-    engine = cli_context().engine
+    engine = cli_context().existing_engine
     try:
         approval = ActionRepository(engine).approve(action_id, by="person:cli", reason=reason)
     except ApprovalError as exc:
@@ -87,8 +87,9 @@ def actions_approve(action_id: int, reason: str) -> None:
 @click.option("--reason", required=True, help="Why (kept in the audit log).")
 def actions_reject(action_id: int, reason: str) -> None:
     """Reject one proposed (or approved, not yet running) action."""
+    engine = cli_context().existing_engine
     try:
-        ActionRepository(cli_context().engine).reject(action_id, by="person:cli", reason=reason)
+        ActionRepository(engine).reject(action_id, by="person:cli", reason=reason)
     except ApprovalError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"rejected action {action_id}")
@@ -118,7 +119,7 @@ def kill_switch_off() -> None:
 @kill_switch.command("status")
 @db_option
 def kill_switch_status() -> None:
-    controls = Controls(cli_context().engine)
+    controls = Controls(cli_context().existing_engine)
     state = "ON" if controls.kill_switch() else "off"
     click.echo(f"kill switch {state}; mode {controls.mode().value}")
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def _audit_log() -> AuditLog:
-    return AuditLog(cli_context().engine)
+    return AuditLog(cli_context().existing_engine)
 
 
 def _row_data(row: AuditRow) -> dict[str, Any]:

@@ -45,12 +45,24 @@ class CliContext:
 
     @property
     def engine(self) -> Engine:
-        """The database, its tables created when missing; a bad URL is one clear line."""
+        """The database, made or upgraded to this code's schema; a bad URL is one clear line."""
+        return self._open(must_exist=False)
+
+    @property
+    def existing_engine(self) -> Engine:
+        """The database for a command that only reads: one that does not exist yet is an
+        error, not a new empty database."""
+        return self._open(must_exist=True)
+
+    def _open(self, *, must_exist: bool) -> Engine:
         if self._engine is None:
+            engine: Engine | None = None
             try:
-                engine = create_db_engine(self.settings.db_url)
-                init_db(engine)
+                engine = create_db_engine(self.settings.db_url, must_exist=must_exist)
+                init_db(engine, must_exist=must_exist)
             except DatabaseError as exc:
+                if engine is not None:
+                    engine.dispose()
                 raise click.ClickException(str(exc)) from None
             self._engine = engine
         return self._engine

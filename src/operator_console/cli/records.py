@@ -57,7 +57,7 @@ def tickets() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def tickets_list(run_id: str | None, states: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Newest tickets first."""
-    repo = TicketRepository(cli_context().engine)
+    repo = TicketRepository(cli_context().existing_engine)
     rows = repo.list(run_id=run_id, states=list(states) or None, limit=limit)
     if as_json:
         for row in rows:
@@ -80,7 +80,7 @@ def tickets_list(run_id: str | None, states: tuple[str, ...], limit: int, as_jso
 @click.option("--json", "as_json", is_flag=True)
 def tickets_show(ticket_id: int, as_json: bool) -> None:
     """One ticket with the observation that opened it, its transcript, actions and audit rows."""
-    dossier = TicketDossier.load(cli_context().engine, ticket_id)
+    dossier = TicketDossier.load(cli_context().existing_engine, ticket_id)
     if dossier is None:
         raise click.ClickException(f"no ticket {ticket_id}; see `operator-console tickets list`")
     row, steps = dossier.ticket, dossier.transcript

@@ -1,7 +1,8 @@
-"""Persistence: SQLModel tables, engine creation and repositories."""
+"""Persistence: SQLModel tables, engine creation, schema migrations and repositories."""
 
-from operator_console.db.engine import DatabaseError, create_db_engine, init_db
+from operator_console.db.engine import DatabaseError, create_db_engine
 from operator_console.db.models import RunRow, TicketRow
+from operator_console.db.schema import init_db
 from operator_console.db.tickets import RunRepository, TicketRepository, TranscriptRepository
 
 __all__ = [

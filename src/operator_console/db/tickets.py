@@ -12,6 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from operator_console.db.claims import claiming, lock_row
 from operator_console.db.models import RunRow, TicketRow, TranscriptRow
 from operator_console.domain import TicketState, Violation, utcnow
 
@@ -166,15 +167,21 @@ class TicketRepository:
             return bool(getattr(result, "rowcount", 0) == 1)
 
     def hold(self, ticket_id: int, *, by: str) -> bool:
-        """Take an open ticket for investigation; False if someone holds it or it is closed."""
-        return self._update(
-            ticket_id,
-            col(TicketRow.held_by).is_(None),
-            col(TicketRow.state) == TicketState.OPEN.value,
-            held_by=by,
-            brain=by,
-            state=TicketState.INVESTIGATING.value,
-        )
+        """Take an open ticket for investigation; False if someone holds it or it is closed.
+
+        Several agents (consoles, processes) may try at once: exactly one gets True. The row
+        lock waits rather than skips, since the monitor briefly locks a ticket to count an
+        occurrence, and a ticket skipped then would be investigated by nobody."""
+        with claiming(self._engine) as session:
+            row = lock_row(session, TicketRow, ticket_id, skip_locked=False)
+            if row is None or row.held_by is not None or row.state != TicketState.OPEN.value:
+                return False
+            row.held_by = by
+            row.brain = by
+            row.state = TicketState.INVESTIGATING.value
+            session.add(row)
+            session.commit()
+            return True
 
     def release(self, ticket_id: int) -> TicketRow | None:
         """Hand the ticket back to the monitor (it may auto-resolve again); the row if it moved."""
