@@ -38,7 +38,6 @@ from operator_console.domain.events import (
     ActionExpired,
     ActionFailed,
     ActionNotVerified,
-    ActionProposed,
     ActionRejected,
     ActionSucceeded,
     ActionVerified,
@@ -186,16 +185,8 @@ class Executor:
             if self._known.get(row.id) == row.state:
                 continue
             if row.state == ActionState.PROPOSED.value:
-                self._announce(
-                    action_event(
-                        ActionProposed,
-                        row,
-                        reason=row.reason,
-                        decision=row.decision,
-                        why=row.policy_reason,
-                        targets=list(row.targets),
-                    )
-                )
+                # Only this run's own agent proposes, and it announces its proposals itself.
+                self._known[row.id] = row.state
             elif row.state in ANNOUNCED_STATES:
                 self._announce(
                     action_event(
