@@ -102,7 +102,11 @@ class MetricChart(PlotextPlot):
                 plt.text(mark.label, x=x, y=top, color=self._rgb(mark.tone), alignment="left")
         plt.ylim(0, top * 1.05)
         names = ", ".join(spec.label for spec in self.specs)
-        plt.title(f"{names} {UNIT_TITLES.get(self.unit, self.unit)}")
+        title = f"{names} {UNIT_TITLES.get(self.unit, self.unit)}"
+        # The legend below names every series; a narrow chart keeps only the unit.
+        plt.title(
+            title if len(title) <= self.size.width - 12 else UNIT_TITLES.get(self.unit, self.unit)
+        )
         return super().render()
 
 
