@@ -70,6 +70,8 @@ class TicketRow(SQLModel, table=True):
     resolved_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     held_by: str | None = None
     escalation_reason: str | None = None
+    # The incident it belongs to: the id of the incident's first ticket (its own when first).
+    incident_id: int | None = Field(default=None, index=True)
     # Opened shortly after the agent acted on this target: a person decides what happens.
     after_action_id: int | None = None
     # A verified mitigation: the action that hid the symptom, the cause it left, and what remains.
@@ -94,6 +96,7 @@ class TicketRow(SQLModel, table=True):
             "message": self.message,
             "first_seen": self.first_seen.isoformat() if self.first_seen else None,
             "after_action_id": self.after_action_id,
+            "incident_id": self.incident_id,
             "remains": self.remains,
         }
 

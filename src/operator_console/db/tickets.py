@@ -97,6 +97,7 @@ class TicketRepository:
         run_id: str | None,
         observation: dict[str, Any],
         first_seen: datetime,
+        incident_id: int | None = None,
     ) -> TicketRow:
         now = utcnow()
         row = TicketRow(
@@ -113,12 +114,24 @@ class TicketRepository:
             last_seen=now,
             details=violation.details,
             opened_observation=observation,
+            incident_id=incident_id,
         )
         with Session(self._engine, expire_on_commit=False) as session:
             session.add(row)
             session.commit()
             session.refresh(row)
+            if row.incident_id is None:  # the first ticket of its incident names it
+                row.incident_id = row.id
+                session.add(row)
+                session.commit()
+                session.refresh(row)
         return row
+
+    def incident(self, incident_id: int) -> list[TicketRow]:
+        """The tickets of one incident, in the order they opened."""
+        with Session(self._engine, expire_on_commit=False) as session:
+            query = select(TicketRow).where(TicketRow.incident_id == incident_id)
+            return list(session.exec(query.order_by(col(TicketRow.id))))
 
     def record_occurrence(self, ticket_id: int, violation: Violation) -> TicketRow:
         with Session(self._engine, expire_on_commit=False) as session:

@@ -198,6 +198,7 @@ class TicketEvent(Event):
     message: str
     first_seen: str | None = None
     after_action_id: int | None = None
+    incident_id: int | None = None
     remains: str | None = None
 
 

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 OBSERVER_FAILED = "observation_failed"
 UPDATE_EVERY_S = 5.0
+# Symptoms of one fault show within this of each other (grace ticks, windows of client stats).
+INCIDENT_WINDOW_S = 30.0
 
 
 def _id(ticket: TicketRow) -> int:
@@ -103,6 +105,7 @@ class Monitor:
         self._tracks: dict[str, _Track] = {}
         self._grace = {inv.name: max(1, inv.grace) for inv in subject.invariants}
         self._cause_cleared: set[int] = set()
+        self._causes = {inv.name: tuple(inv.consequence_of) for inv in subject.invariants}
 
     async def run(self) -> None:
         """Tick until cancelled; a failing tick is logged and the loop goes on."""
@@ -216,13 +219,16 @@ class Monitor:
                     track.last_update = now
                     self.bus.publish(TicketUpdated(**updated.event_fields()))
             elif track.failing >= self._grace.get(violation.invariant, 1):
+                first_seen = track.first_seen or observation.at
+                mates = [*unresolved.values(), *result.opened]
                 ticket = await asyncio.to_thread(
                     self.tickets.open,
                     violation,
                     subject=self.subject.name,
                     run_id=self.run_id,
                     observation=observation.to_dict(),
-                    first_seen=track.first_seen or observation.at,
+                    first_seen=first_seen,
+                    incident_id=self.incident_for(violation, first_seen, mates),
                 )
                 track.last_update = time.monotonic()
                 result.opened.append(ticket)
@@ -257,6 +263,25 @@ class Monitor:
             await self._escalate_stale(unresolved, failing_keys)
         result.duration_s = time.monotonic() - started
         return result
+
+    def related(self, a_invariant: str, a_target: str, b: TicketRow) -> bool:
+        """One fault's symptoms: the same target, or one invariant a consequence of the other."""
+        return (
+            a_target == b.target
+            or b.invariant in self._causes.get(a_invariant, ())
+            or a_invariant in self._causes.get(b.invariant, ())
+        )
+
+    def incident_for(
+        self, violation: Violation, first_seen: datetime, mates: list[TicketRow]
+    ) -> int | None:
+        """The open incident this violation belongs to: one whose tickets first showed within
+        INCIDENT_WINDOW_S of it and relate to it; None starts a new incident."""
+        for mate in sorted(mates, key=lambda t: t.id or 0):
+            close = abs((mate.first_seen - first_seen).total_seconds()) <= INCIDENT_WINDOW_S
+            if close and self.related(violation.invariant, violation.target, mate):
+                return mate.incident_id or mate.id
+        return None
 
     async def _watch_cause(self, ticket: TicketRow, observation: Observation) -> None:
         """A mitigated ticket: once its cause has stayed clear for `resolve_after` clean

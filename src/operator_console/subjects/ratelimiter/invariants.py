@@ -36,6 +36,7 @@ class _Base:
     severity = Severity.WARNING
     grace = 1
     description = ""
+    consequence_of: tuple[str, ...] = ()
 
     def __init__(self, thresholds: Thresholds | None = None) -> None:
         self.thresholds = thresholds or Thresholds()
@@ -110,6 +111,8 @@ class OverLimit(_Base):
     severity = Severity.CRITICAL
     grace = 1
     description = "no key is allowed more than its limit in any window (clients' own count)"
+    # Nodes fail open without the store; a stale node enforces an old limit.
+    consequence_of = ("store_unreachable", "config_drift", "node_down")
 
     def __init__(self, thresholds: Thresholds | None = None) -> None:
         super().__init__(thresholds)
@@ -153,6 +156,7 @@ class ConfigDrift(_Base):
     severity = Severity.WARNING
     grace = 3
     description = "every node runs the store's current limits"
+    consequence_of = ("store_unreachable",)
 
     def check(self, observation: Observation) -> list[Violation]:
         state = _state(observation)
@@ -238,6 +242,7 @@ class LatencySLO(_ClientSymptom):
     severity = Severity.WARNING
     grace = 3
     description = "p99 check latency per node stays under the SLO"
+    consequence_of = ("store_unreachable", "store_link_slow")
 
     def explained(self, state: RateLimiterState, node: NodeView | None) -> bool:
         # A node waiting on a dead store, or dead itself, is slow because of that.
@@ -272,6 +277,7 @@ class ErrorRate(_ClientSymptom):
     severity = Severity.WARNING
     grace = 3
     description = "requests that fail (not denials) stay under the error budget per node"
+    consequence_of = ("node_down", "store_unreachable")
 
     def explained(self, state: RateLimiterState, node: NodeView | None) -> bool:
         return node is not None and not node.reachable  # node_down says it
