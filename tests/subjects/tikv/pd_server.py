@@ -7,7 +7,9 @@ real PD member would send in that cluster situation. They are not PD: they hold 
 state, and a request PD would answer from data the payloads do not cover gets gorilla
 mux's "404 page not found". What they add is what tests need: every request is
 recorded (method, path, query, headers, JSON body); the situation or release can be
-switched at runtime; a member can be made a follower that does what PD's redirector
+switched at runtime, or once PD accepts a given request (`after`), as the cluster would
+change; members can be advertised at the URLs the doubles listen on (`advertise`); a
+member can be made a follower that does what PD's redirector
 does (pkg/utils/apiutil/serverapi/middleware.go: serve local-only paths itself, refuse
 an already-forwarded request, answer "no leader" without one, otherwise proxy to the
 leader with a PD-Redirector header, answering "redirect failed" when the leader is
@@ -73,6 +75,10 @@ class _State:
     is_follower: bool = False
     basic_auth: str | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
+    # The member URLs the cassette names (http://pd-0:2379) and where those members listen.
+    advertised: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # (method, path, situation): once PD has accepted such a request, the cluster is there.
+    transitions: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def _query(raw: str) -> dict[str, str]:
@@ -141,8 +147,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         for exchange in cassette["exchanges"]:
             if _matches(exchange, self.command, split.path, record.query, parsed):
-                self._answer(exchange["status"], exchange["content_type"], exchange["_body"],
-                             date=date)
+                body = exchange["_body"]
+                for name, url in state.advertised:
+                    body = body.replace(name, url)
+                self._answer(exchange["status"], exchange["content_type"], body, date=date)
+                if exchange["status"] < 300:
+                    double.applied(self.command, split.path)
                 return
         status, content_type, body = NOT_FOUND
         self._answer(status, content_type, body, {"X-Content-Type-Options": "nosniff"}, date)
@@ -297,6 +307,27 @@ class PDDouble:
         with self.lock:
             self.state.is_follower = False
             self.state.leader = None
+
+    def advertise(self, urls: dict[str, str]) -> None:
+        """Name the members at these URLs (pd-0 -> this double's URL) in every answer, as a
+        real member lists the advertise-client-urls it and its peers listen on."""
+        with self.lock:
+            self.state.advertised = [(f"http://{name}:2379".encode(), url.encode())
+                                     for name, url in urls.items()]
+
+    def after(self, method: str, path: str, situation: str) -> None:
+        """Once a `method path` request is accepted (2xx), answer from `situation`: the
+        cluster as PD leaves it after carrying the request out."""
+        with self.lock:
+            self.state.transitions.append((method, path, situation))
+
+    def applied(self, method: str, path: str) -> None:
+        with self.lock:
+            due = [t for t in self.state.transitions if t[:2] == (method, path)]
+            for transition in due:
+                self.state.transitions.remove(transition)
+        for _, _, situation in due[:1]:
+            self.set_situation(situation)
 
     def require_basic_auth(self, username: str, password: str) -> None:
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
