@@ -29,6 +29,11 @@ store_disconnected / store_down (target: a store)
 - A Down store's regions: PD replaces its replicas only while there are at least
   max-replicas other Up stores (pd_config, stores); otherwise regions stay short a peer.
 
+store_offline_stuck (target: a store being removed, PD: Offline)
+- Fewer other Up stores than max-replicas: its replicas have nowhere to go. Escalate: add
+  a store, or cancel the removal. Otherwise PD moves them (operators): wait; transfer_peer
+  moves one region's replica by hand.
+
 regions_miss_peer (target: regions)
 - Fewer Up stores than max-replicas: PD has nowhere to add the replica. Escalate: bring the
   store back or add one. Do not remove more peers.

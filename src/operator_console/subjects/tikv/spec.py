@@ -94,15 +94,29 @@ class _Auth(_Strict):
         return out
 
 
+def _userinfo_out(data: Any, key: str) -> Any:
+    """Clean URLs; credentials written into one (user:password@) become the fields."""
+    if not isinstance(data, dict):
+        return data
+    raw = data.get(key)
+    urls = raw if isinstance(raw, list) else [raw]
+    if not all(isinstance(u, str) for u in urls):
+        return data
+    split = [split_endpoint(u) for u in urls]  # a bad URL: a ValueError naming it, no userinfo
+    out = {**data, key: [u for u, _ in split] if isinstance(raw, list) else split[0][0]}
+    found = next((c for _, c in split if c is not None), None)
+    if found is not None and "username" not in data:
+        out.update(username=found.username, password=found.password)
+    return out
+
+
 class PDSpec(_Auth):
     endpoints: list[str] = Field(min_length=1)
 
-    @field_validator("endpoints")
+    @model_validator(mode="before")
     @classmethod
-    def _urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            split_endpoint(url)  # a bad URL is a ValueError naming it (without userinfo)
-        return urls
+    def _clean(cls, data: Any) -> Any:
+        return _userinfo_out(data, "endpoints")
 
 
 class TidbOperatorSpec(_Strict):
@@ -116,11 +130,10 @@ class PrometheusSpec(_Auth):
     tidb_operator: TidbOperatorSpec | None = None
     window: str = Field(default="1m", description="the rate window of every query")
 
-    @field_validator("url")
+    @model_validator(mode="before")
     @classmethod
-    def _url(cls, url: str) -> str:
-        split_endpoint(url)
-        return url
+    def _clean(cls, data: Any) -> Any:
+        return _userinfo_out(data, "url")
 
     @field_validator("window")
     @classmethod
@@ -173,22 +186,18 @@ class EndpointsSpec(_Strict):
         return {"url": value} if isinstance(value, str) else value
 
     def pd_endpoints(self) -> list[str]:
-        """PD's client URLs without any user:password@ they were written with."""
-        return [split_endpoint(url)[0] for url in self.pd.endpoints]
+        """PD's client URLs (any user:password@ they were written with is in the fields)."""
+        return list(self.pd.endpoints)
 
     def prometheus_url(self) -> str | None:
-        return split_endpoint(self.prometheus.url)[0] if self.prometheus else None
+        return self.prometheus.url if self.prometheus else None
 
     def redacted(self) -> dict[str, Any]:
         """The endpoints as the timeline, the database and the console may show them."""
         pd: dict[str, Any] = {"endpoints": self.pd_endpoints(), **self.pd.shown()}
-        if any(split_endpoint(u)[1] for u in self.pd.endpoints) and "auth" not in pd:
-            pd["auth"] = "basic, from the URL (user and password not shown)"
         out: dict[str, Any] = {"pd": pd}
         if self.prometheus is not None:
             prom: dict[str, Any] = {"url": self.prometheus_url(), **self.prometheus.shown()}
-            if split_endpoint(self.prometheus.url)[1] and "auth" not in prom:
-                prom["auth"] = "basic, from the URL (user and password not shown)"
             if self.prometheus.labels:
                 prom["labels"] = self.prometheus.labels
             out["prometheus"] = prom
