@@ -99,10 +99,10 @@ def _userinfo_out(data: Any, key: str) -> Any:
     if not isinstance(data, dict):
         return data
     raw = data.get(key)
-    urls = raw if isinstance(raw, list) else [raw]
+    urls: list[Any] = raw if isinstance(raw, list) else [raw]
     if not all(isinstance(u, str) for u in urls):
         return data
-    split = [split_endpoint(u) for u in urls]  # a bad URL: a ValueError naming it, no userinfo
+    split = [split_endpoint(str(u)) for u in urls]  # a bad URL: a ValueError naming it, no userinfo
     out = {**data, key: [u for u, _ in split] if isinstance(raw, list) else split[0][0]}
     found = next((c for _, c in split if c is not None), None)
     if found is not None and "username" not in data:
