@@ -109,6 +109,10 @@ async def test_each_store_carries_prometheus_figures(
         append = expected.bucket_quantile(metrics, name,
                                           "tikv_raftstore_append_log_duration_seconds")
         assert got.append_p99_ms == pytest.approx(append * 1000, rel=0.01)
+        for kind in ("used", "capacity"):  # gauges: the value at the query's instant
+            at_start = expected.value_at(metrics, name, "tikv_store_size_bytes", {"type": kind},
+                                         0)
+            assert getattr(got, f"{kind}_bytes") == pytest.approx(at_start, rel=0.01)
     assert keys(deployment, observation) == set()  # 51 ms is within the default 200 ms SLO
     row = {r.target: r for r in deployment.subject.panel(observation).rows}["store-5"]
     assert row.cells["qps"].isdigit() and row.cells["p99"].startswith("51.")

@@ -1,5 +1,6 @@
 """What Prometheus says about each TiKV and PD target in one look: QPS, gRPC p99, raft
-apply/append p99, disk, and whether it could scrape the target at all."""
+apply/append p99, store size (used, capacity, available), and whether it could scrape the
+target at all."""
 
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ class MetricsReader:
             "apply_p99": queries.tikv_apply_log_p99(t, w),
             "append_p99": queries.tikv_append_log_p99(t, w),
             "available_ratio": queries.tikv_available_ratio(t),
+            "used": queries.tikv_store_size(t, "used"),
+            "capacity": queries.tikv_store_size(t, "capacity"),
             "up": queries.targets_up(t),
         }
 
@@ -77,6 +80,8 @@ class MetricsReader:
                 apply_p99_ms=_ms(by_name["apply_p99"].get(instance)),
                 append_p99_ms=_ms(by_name["append_p99"].get(instance)),
                 available_ratio=_finite(by_name["available_ratio"].get(instance)),
+                used_bytes=_finite(by_name["used"].get(instance)),
+                capacity_bytes=_finite(by_name["capacity"].get(instance)),
             )
         return out
 

@@ -41,6 +41,8 @@ class StoreMetrics:
     apply_p99_ms: float | None = None
     append_p99_ms: float | None = None
     available_ratio: float | None = None
+    used_bytes: float | None = None  # tikv_store_size_bytes, as TiKV itself reports its disk
+    capacity_bytes: float | None = None
 
 
 @dataclass(slots=True)
