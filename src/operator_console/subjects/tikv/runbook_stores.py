@@ -89,7 +89,7 @@ class _StoreHypothesis(TikvHypothesis):
 
 class StoreProcessDied(_StoreHypothesis):
     name = "store_process_died"
-    description = "the store's TiKV process died: neither PD nor Prometheus hears from it"
+    description = "the store's TiKV process died, so nothing answers on its ports"
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
         d, findings = _silent(ticket, results)
