@@ -122,7 +122,10 @@ def _leaf(
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> TLSMaterial:
     """A CA, a server certificate for 127.0.0.1, a client certificate, and an unrelated CA."""
-    folder = tmp_path_factory.mktemp("tls")
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+def make_tls(folder: Path) -> TLSMaterial:
     ca, ca_key = _ca("test PD CA")
     other, _ = _ca("some other CA")
     server, server_key = _leaf(ca, ca_key, "pd-0", server=True)

@@ -7,7 +7,9 @@ real PD member would send in that cluster situation. They are not PD: they hold 
 state, and a request PD would answer from data the payloads do not cover gets gorilla
 mux's "404 page not found". What they add is what tests need: every request is
 recorded (method, path, query, headers, JSON body); the situation or release can be
-switched at runtime; a member can be made a follower that does what PD's redirector
+switched at runtime, or once PD accepts a given request (`after`), as the cluster would
+change; members can be advertised at the URLs the doubles listen on (`advertise`); a
+member can be made a follower that does what PD's redirector
 does (pkg/utils/apiutil/serverapi/middleware.go: serve local-only paths itself, refuse
 an already-forwarded request, answer "no leader" without one, otherwise proxy to the
 leader with a PD-Redirector header, answering "redirect failed" when the leader is
@@ -73,6 +75,10 @@ class _State:
     is_follower: bool = False
     basic_auth: str | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
+    # The member URLs the cassette names (http://pd-0:2379) and where those members listen.
+    advertised: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # (method, path, situation): once PD has accepted such a request, the cluster is there.
+    transitions: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def _query(raw: str) -> dict[str, str]:
@@ -81,9 +87,8 @@ def _query(raw: str) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
-def _matches(
-    exchange: dict[str, Any], method: str, path: str, query: dict[str, str], body: Any
-) -> bool:
+def _matches(exchange: dict[str, Any], method: str, path: str, query: dict[str, str],
+             body: Any) -> bool:
     if exchange["method"] != method or exchange["path"] != path:
         return False
     if "query" in exchange and exchange["query"] != query:
@@ -104,14 +109,8 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def _answer(
-        self,
-        status: int,
-        content_type: str,
-        body: bytes,
-        headers: dict[str, str] | None = None,
-        date: str | None = None,
-    ) -> None:
+    def _answer(self, status: int, content_type: str, body: bytes,
+                headers: dict[str, str] | None = None, date: str | None = None) -> None:
         self.send_response_only(status)
         if date:
             self.send_header("Date", date)
@@ -133,37 +132,27 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             parsed = None
         headers = {k.lower(): v for k, v in self.headers.items()}
-        record = RecordedRequest(
-            double.name,
-            self.command,
-            split.path,
-            _query(split.query),
-            headers,
-            raw,
-            parsed,
-            split.query,
-        )
+        record = RecordedRequest(double.name, self.command, split.path, _query(split.query),
+                                 headers, raw, parsed, split.query)
         with double.lock:
             state.requests.append(record)
             cassette = state.cassette
         date = cassette["_date"]
         if state.basic_auth is not None and headers.get("authorization") != state.basic_auth:
-            self._answer(
-                401,
-                "text/plain; charset=utf-8",
-                b"Unauthorized\n",
-                {"WWW-Authenticate": 'Basic realm="pd"'},
-                date,
-            )
+            self._answer(401, "text/plain; charset=utf-8", b"Unauthorized\n",
+                         {"WWW-Authenticate": 'Basic realm="pd"'}, date)
             return
         if state.is_follower and not self._local(cassette, split.path, headers):
             self._forward(cassette, state, raw, date)
             return
         for exchange in cassette["exchanges"]:
             if _matches(exchange, self.command, split.path, record.query, parsed):
-                self._answer(
-                    exchange["status"], exchange["content_type"], exchange["_body"], date=date
-                )
+                body = exchange["_body"]
+                for name, url in state.advertised:
+                    body = body.replace(name, url)
+                self._answer(exchange["status"], exchange["content_type"], body, date=date)
+                if exchange["status"] < 300:
+                    double.applied(self.command, split.path)
                 return
         status, content_type, body = NOT_FOUND
         self._answer(status, content_type, body, {"X-Content-Type-Options": "nosniff"}, date)
@@ -182,9 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         def refuse(kind: str) -> None:
             answer = redirector[kind]
-            self._answer(
-                answer["status"], "text/plain; charset=utf-8", answer["body"].encode(), plain, date
-            )
+            self._answer(answer["status"], "text/plain; charset=utf-8",
+                         answer["body"].encode(), plain, date)
 
         if self.headers.get("PD-Redirector"):
             refuse("not_leader")
@@ -193,11 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
         if leader is None:
             refuse("no_leader")
             return
-        headers = {
-            k: v
-            for k, v in self.headers.items()
-            if k.lower() not in ("host", "content-length", "connection")
-        }
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("host", "content-length", "connection")}
         headers["PD-Redirector"] = self.server.double.name
         headers["X-Forwarded-For"] = self.client_address[0]
         try:
@@ -205,19 +190,9 @@ class _Handler(BaseHTTPRequestHandler):
             connection.request(self.command, self.path, body=raw or None, headers=headers)
             response = connection.getresponse()
             body = response.read()
-            copied = [
-                (k, v)
-                for k, v in response.getheaders()
-                if k.lower()
-                not in (
-                    "content-length",
-                    "content-encoding",
-                    "connection",
-                    "transfer-encoding",
-                    "date",
-                    "content-type",
-                )
-            ]
+            copied = [(k, v) for k, v in response.getheaders()
+                      if k.lower() not in ("content-length", "content-encoding", "connection",
+                                           "transfer-encoding", "date", "content-type")]
             content_type = response.getheader("Content-Type", "")
             leader_date = response.getheader("Date", date)
             connection.close()
@@ -262,15 +237,9 @@ class _Server(ThreadingHTTPServer):
 class PDDouble:
     """One PD member's HTTP API, answering from a cassette (see the module docstring)."""
 
-    def __init__(
-        self,
-        name: str = "pd-0",
-        *,
-        release: str = "v8.5.7",
-        situation: str = "healthy",
-        tls: ssl.SSLContext | None = None,
-        client_tls: ssl.SSLContext | None = None,
-    ) -> None:
+    def __init__(self, name: str = "pd-0", *, release: str = "v8.5.7",
+                 situation: str = "healthy", tls: ssl.SSLContext | None = None,
+                 client_tls: ssl.SSLContext | None = None) -> None:
         self.name = name
         self.release = release
         self.lock = threading.Lock()
@@ -291,12 +260,8 @@ class PDDouble:
         if self._tls is not None:
             server.socket = self._tls.wrap_socket(server.socket, server_side=True)
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            name=f"pd-double-{self.name}",
-            kwargs={"poll_interval": 0.01},
-            daemon=True,
-        )
+        self._thread = threading.Thread(target=server.serve_forever, name=f"pd-double-{self.name}",
+                                        kwargs={"poll_interval": 0.01}, daemon=True)
         self._thread.start()
         return self
 
@@ -320,9 +285,8 @@ class PDDouble:
     def connection(self, client_tls: ssl.SSLContext | None) -> http.client.HTTPConnection:
         """A connection to this member, as another member's redirector opens one."""
         if self._tls is not None:
-            return http.client.HTTPSConnection(
-                "127.0.0.1", self.port, timeout=5, context=client_tls
-            )
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5,
+                                               context=client_tls)
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
 
     # -------------------------------------------------------------- test controls
@@ -343,6 +307,27 @@ class PDDouble:
         with self.lock:
             self.state.is_follower = False
             self.state.leader = None
+
+    def advertise(self, urls: dict[str, str]) -> None:
+        """Name the members at these URLs (pd-0 -> this double's URL) in every answer, as a
+        real member lists the advertise-client-urls it and its peers listen on."""
+        with self.lock:
+            self.state.advertised = [(f"http://{name}:2379".encode(), url.encode())
+                                     for name, url in urls.items()]
+
+    def after(self, method: str, path: str, situation: str) -> None:
+        """Once a `method path` request is accepted (2xx), answer from `situation`: the
+        cluster as PD leaves it after carrying the request out."""
+        with self.lock:
+            self.state.transitions.append((method, path, situation))
+
+    def applied(self, method: str, path: str) -> None:
+        with self.lock:
+            due = [t for t in self.state.transitions if t[:2] == (method, path)]
+            for transition in due:
+                self.state.transitions.remove(transition)
+        for _, _, situation in due[:1]:
+            self.set_situation(situation)
 
     def require_basic_auth(self, username: str, password: str) -> None:
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
@@ -469,11 +454,8 @@ class MetricsDouble:
                 continue
             first = (self._folder / f"{target.name}.0s.prom").read_text()
             second = (self._folder / f"{target.name}.{interval}s.prom").read_text()
-            content_type = (
-                "text/plain; version=0.0.4"
-                if target.job == "tikv"
-                else "text/plain; version=0.0.4; charset=utf-8"
-            )
+            content_type = ("text/plain; version=0.0.4" if target.job == "tikv"
+                            else "text/plain; version=0.0.4; charset=utf-8")
             capture = _Capture(first, second, interval)
             try:
                 server = _MetricsServer(target.port, capture, content_type, self.started_s)
@@ -481,12 +463,9 @@ class MetricsDouble:
                 index = self.targets.index(target)
                 target = self.targets[index] = replace(target, port=free_port())
                 server = _MetricsServer(target.port, capture, content_type, self.started_s)
-            thread = threading.Thread(
-                target=server.serve_forever,
-                daemon=True,
-                kwargs={"poll_interval": 0.01},
-                name=f"metrics-{self.set_name}-{target.name}",
-            )
+            thread = threading.Thread(target=server.serve_forever, daemon=True,
+                                      kwargs={"poll_interval": 0.01},
+                                      name=f"metrics-{self.set_name}-{target.name}")
             thread.start()
             self._servers.append((server, thread))
         return self

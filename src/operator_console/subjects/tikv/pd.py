@@ -144,6 +144,7 @@ class PDClient:
         content = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
         failures: list[str] = []
+        refusals: list[PDError] = []
         order = [*range(self._preferred, len(self.endpoints)), *range(self._preferred)]
         for index in order:
             base = self.endpoints[index]
@@ -175,17 +176,20 @@ class PDClient:
                     idempotent and isinstance(error, PDRedirectFailedError)
                 ):
                     failures.append(f"{base}: {error.pd_text or error}")
+                    refusals.append(error)
                     continue
                 self._preferred = index
                 raise error
             self._preferred = index
             log.debug("PD %s %s -> %s", method, path, response.status_code)
             return response
-        raise PDUnavailableError(
+        unavailable = PDUnavailableError(
             f"PD {endpoint}: no endpoint answered ({'; '.join(failures)}); check that PD is"
             " running and the endpoints are its client URLs (port 2379)",
             endpoint=endpoint,
         )
+        unavailable.refusals = tuple(refusals)
+        raise unavailable
 
     def _note_server_time(self, response: httpx.Response) -> None:
         date = response.headers.get("date")

@@ -35,7 +35,10 @@ class PDError(Exception):
 
 
 class PDUnavailableError(PDError):
-    """No PD endpoint could be reached (or each one answered that it cannot serve)."""
+    """No PD endpoint could be reached (or each one answered that it cannot serve);
+    `refusals` holds the answers of the members that did answer (no leader, and the like)."""
+
+    refusals: tuple[PDError, ...] = ()
 
 
 class PDResponseError(PDError):

@@ -42,6 +42,7 @@ class ClusterSnapshot:
     region_stats: RegionStats | None
     checks: Mapping[str, RegionCheck]
     failures: Mapping[str, str] = field(default_factory=dict)
+    errors: Mapping[str, PDError] = field(default_factory=dict)
     elapsed_s: float = 0.0
     bytes_read: int = 0
 
@@ -82,9 +83,11 @@ async def observe_cluster(
     results = await asyncio.gather(*parts.values(), return_exceptions=True)
     values: dict[str, Any] = {}
     failures: dict[str, str] = {}
+    errors: dict[str, PDError] = {}
     for name, result in zip(parts, results, strict=True):
         if isinstance(result, PDError):
             failures[name] = str(result)
+            errors[name] = result
         elif isinstance(result, BaseException):
             raise result
         else:
@@ -106,6 +109,7 @@ async def observe_cluster(
         region_stats=values.get("region_stats"),
         checks={k.removeprefix("check:"): v for k, v in values.items() if k.startswith("check:")},
         failures=failures,
+        errors=errors,
         elapsed_s=time.perf_counter() - started,
         bytes_read=pd.bytes_read - bytes_before,
     )

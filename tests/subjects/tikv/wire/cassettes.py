@@ -219,7 +219,8 @@ def operator_exchanges(s: Situation, rel: PDRelease) -> list[Exchange]:
         out.append(_json("GET", f"{path}/{region_id}", line))
         out.append(_json("DELETE", f"{path}/{region_id}", "The pending operator is canceled."))
     not_found = "[PD:operator:ErrOperatorNotFound]operator not found"
-    for region_id in (REMOVING_PEER_REGION, UNKNOWN_REGION):
+    # Every region without an operator, as a read-back after an operator is created finds.
+    for region_id in sorted({*(r.id for r in s.regions), REMOVING_PEER_REGION, UNKNOWN_REGION}):
         if not any(op["region"] == region_id for op in s.operators):
             out.append(_err("GET", f"{path}/{region_id}", 500, not_found))
             out.append(_err("DELETE", f"{path}/{region_id}", 500, not_found))

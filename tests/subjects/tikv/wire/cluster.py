@@ -49,6 +49,8 @@ class StoreModel:
     heartbeat_age: timedelta = timedelta(seconds=7, microseconds=412_334)
     started_ago: timedelta = timedelta(days=3, hours=4, minutes=12)
     state_name: str = "Up"
+    state: int = 0  # metapb.StoreState: 0 Up, 1 Offline, 2 Tombstone
+    node_state: int = 1  # metapb.NodeState: 1 Serving, 2 Removing
     leader_weight: float = 1.0
     region_weight: float = 1.0
     slow_score: int = 1
@@ -79,7 +81,7 @@ def _memcomparable(raw: bytes) -> bytes:
     """TiKV's codec EncodeBytes: 8-byte groups, zero-padded, each with a 0xFF-pad marker."""
     out = bytearray()
     for start in range(0, len(raw) + 1, 8):
-        group = raw[start : start + 8]
+        group = raw[start:start + 8]
         pad = 8 - len(group)
         out += group + b"\x00" * pad + bytes([0xFF - pad])
     return bytes(out)
@@ -159,19 +161,19 @@ def healthy() -> Situation:
     )
 
 
-def _leaders_off(situation: Situation, store_id: int) -> None:
+def _leaders_off(situation: Situation, store_id: int, keep: int = 0) -> None:
+    """Move the store's leaders to the other stores in turn, leaving it its first `keep`."""
     others = [s for s in STORE_IDS if s != store_id]
-    for n, region in enumerate(r for r in situation.regions if r.leader_store == store_id):
+    led = [r for r in situation.regions if r.leader_store == store_id]
+    for n, region in enumerate(led[keep:]):
         region.leader_store = others[n % len(others)]
 
 
 def store_disconnected() -> Situation:
     s = healthy()
     s.name = "store-disconnected"
-    s.description = (
-        "store 5 (tikv-2) stopped answering 30 s ago: Disconnected, its leaders"
-        " re-elected on stores 1 and 4, no peer reported down yet"
-    )
+    s.description = ("store 5 (tikv-2) stopped answering 30 s ago: Disconnected, its leaders"
+                     " re-elected on stores 1 and 4, no peer reported down yet")
     s.store(5).heartbeat_age = timedelta(seconds=30, microseconds=507_211)
     s.store(5).state_name = "Disconnected"
     _leaders_off(s, 5)
@@ -187,12 +189,10 @@ REMOVING_PEER_REGION = 18
 def store_down() -> Situation:
     s = store_disconnected()
     s.name = "store-down"
-    s.description = (
-        "store 5 (tikv-2) gone for 35 min (max-store-down-time 30m): Down and"
-        " unhealthy; 45 regions report its peer down, 20 of them pending; an"
-        " admin removed its peer from 3 regions (miss-peer: 2 of 3 peers, no"
-        " fourth store to replace it) and one more remove-peer runs"
-    )
+    s.description = ("store 5 (tikv-2) gone for 35 min (max-store-down-time 30m): Down and"
+                     " unhealthy; 45 regions report its peer down, 20 of them pending; an"
+                     " admin removed its peer from 3 regions (miss-peer: 2 of 3 peers, no"
+                     " fourth store to replace it) and one more remove-peer runs")
     s.store(5).heartbeat_age = timedelta(minutes=35, seconds=12, microseconds=88_000)
     s.store(5).state_name = "Down"
     s.store_ids_unhealthy = {5}
@@ -229,10 +229,8 @@ def pd_member_down() -> Situation:
 def store_disk_85() -> Situation:
     s = healthy()
     s.name = "store-disk-85"
-    s.description = (
-        "store 4 (tikv-1) at 85 % disk: 15 % available, under PD's low-space"
-        " ratio (0.8), so PD schedules no new region onto it"
-    )
+    s.description = ("store 4 (tikv-1) at 85 % disk: 15 % available, under PD's low-space"
+                     " ratio (0.8), so PD schedules no new region onto it")
     st = s.store(4)
     st.available = int(TIB * 0.15)
     st.used = 842 * GIB
@@ -251,16 +249,89 @@ def leaders_evicted() -> Situation:
     return s
 
 
+SLOW_STORE_LEADERS_LEFT = 4
+
+
+def slow_store() -> Situation:
+    s = healthy()
+    s.name = "slow-store"
+    s.description = ("store 5 (tikv-2)'s disk stalls: TiKV reports slow score 100 and PD"
+                     " moves its leaders away; 4 of its 16 leaders are left")
+    s.store(5).slow_score = 100
+    _leaders_off(s, 5, keep=SLOW_STORE_LEADERS_LEFT)
+    region = next(r for r in s.regions if r.leader_store == 5)
+    s.operators = [
+        {
+            "desc": "evict-slow-store",
+            "brief": "transfer leader: store 5 to 1",
+            "kind": "leader",
+            "region": region.id,
+            "steps": ["transfer leader from store 5 to store 1"],
+            "timeout": "1m0s",
+            "age_s": 0.19,
+        }
+    ]
+    return s
+
+
+def slow_store_draining() -> Situation:
+    s = slow_store()
+    s.name = "slow-store-draining"
+    s.description = ("store 5 (tikv-2) slow, an evict-leader-scheduler just added for it:"
+                     " 4 leaders still to move")
+    s.evict_leader_stores = [5]
+    s.store(5).pause_leader_transfer = True
+    s.operators = []
+    return s
+
+
+def store_disk_full() -> Situation:
+    s = store_disconnected()
+    s.name = "store-disk-full"
+    s.description = ("store 5 (tikv-2) stopped heartbeating 30 s ago; its last heartbeat"
+                     " reported 2 GiB (0.2 %) of 1 TiB available")
+    st = s.store(5)
+    st.available = 2 * GIB
+    st.used = 1010 * GIB
+    s.low_space_stores = {5}
+    return s
+
+
+def store_offline() -> Situation:
+    s = healthy()
+    s.name = "store-offline"
+    s.description = ("store 5 (tikv-2) is being removed (Offline, Removing) but keeps all 48"
+                     " of its regions: 2 other stores cannot hold 3 replicas")
+    st = s.store(5)
+    st.state, st.node_state, st.state_name = 1, 2, "Offline"
+    _leaders_off(s, 5)
+    s.operators = []
+    return s
+
+
+def store_recovering() -> Situation:
+    s = store_disconnected()
+    s.name = "store-recovering"
+    s.description = ("store 5 (tikv-2) restarted 45 s ago after 12 min away: Up with no"
+                     " leaders yet; 30 regions still report its peer down (their last region"
+                     " heartbeat predates the restart) and 20 are catching up (pending)")
+    st = s.store(5)
+    st.state_name = "Up"
+    st.heartbeat_age = timedelta(seconds=3, microseconds=205_114)
+    st.started_ago = timedelta(seconds=45)
+    for n, region in enumerate(s.regions):
+        if n < 30:
+            region.down = [(5, 702)]
+        if n % 2 == 0 and n < 40:
+            region.pending = [5]
+    return s
+
+
 SITUATIONS = {
     f().name: f
-    for f in (
-        healthy,
-        store_disconnected,
-        store_down,
-        pd_member_down,
-        store_disk_85,
-        leaders_evicted,
-    )
+    for f in (healthy, store_disconnected, store_down, pd_member_down, store_disk_85,
+              leaders_evicted, slow_store, slow_store_draining, store_disk_full, store_offline,
+              store_recovering)
 }
 
 

@@ -201,21 +201,22 @@ def store_info(situation: Situation, store: StoreModel, rel: PDRelease) -> dict[
     start = (situation.recorded_at - store.started_ago).replace(microsecond=0)
     hb_unix_ns = int(heartbeat.timestamp()) * 1_000_000_000 + hb_nanos
     counts = _store_counts(situation, store)
-    meta: dict[str, Any] = {
-        "id": store.id,
-        "address": f"{store.name}:20160",
+    meta: dict[str, Any] = {"id": store.id, "address": f"{store.name}:20160"}
+    if store.state:  # metapb.StoreState_Up (0) is omitted by omitempty
+        meta["state"] = store.state
+    meta.update({
         "labels": [{"key": "host", "value": store.name}],
         "version": rel.tikv_version,
         "peer_address": f"{store.name}:20160",
         "status_address": f"{store.name}:20180",
-    }
+    })
     if rel.tikv_git_hash:
         meta["git_hash"] = rel.tikv_git_hash
     meta.update(
         start_timestamp=int(start.timestamp()),
         deploy_path="/tidb-deploy/tikv-20160/bin",
         last_heartbeat=hb_unix_ns,
-        node_state=1,  # metapb.NodeState_Serving; state 0 (Up) is omitted by omitempty
+        node_state=store.node_state,  # metapb.NodeState_Serving (1), Removing (2)
         state_name=store.state_name,
     )
     ratio = store.available / store.capacity
@@ -356,7 +357,8 @@ def region_checks(situation: Situation) -> dict[str, list[RegionModel]]:
         "extra-peer": [r for r in situation.regions if len(r.peers) > 3],
         "down-peer": [r for r in situation.regions if r.down],
         "pending-peer": [r for r in situation.regions if r.pending],
-        "offline-peer": [],
+        "offline-peer": [r for r in situation.regions
+                         if any(situation.store(sid).state == 1 for _, sid in r.peers)],
     }
 
 
