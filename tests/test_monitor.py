@@ -51,6 +51,7 @@ class ProbeInvariant:
     name = "probe"
     severity = Severity.CRITICAL
     description = "targets answer"
+    consequence_of: tuple[str, ...] = ()
 
     def __init__(self, grace: int) -> None:
         self.grace = grace

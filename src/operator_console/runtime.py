@@ -275,6 +275,11 @@ class Runtime:
             run_id=self.run_id,
             audit=self.audit,
             catalog=catalog,
+            causes={
+                inv.name: tuple(inv.consequence_of) for inv in self.deployment.subject.invariants
+            }
+            if self.deployment is not None
+            else None,
             limits=Limits(
                 auto_per_target=self.settings.auto_actions_per_target,
                 window_s=self.settings.auto_action_window_s,

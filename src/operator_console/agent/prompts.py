@@ -65,6 +65,11 @@ def user_message(ticket: TicketContext) -> str:
         "The ticket, as the monitor recorded it:",
         fence("ticket", ticket_data),
     ]
+    if ticket.related:
+        parts += [
+            "The other tickets of the same incident (symptoms that showed with this one):",
+            fence("incident", list(ticket.related)),
+        ]
     if ticket.history:
         parts += [
             "Earlier proposals for this ticket and what became of them (a person's reason is "

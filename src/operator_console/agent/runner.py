@@ -88,6 +88,7 @@ class AgentLoop:
         audit: AuditLog,
         catalog: ActionCatalog | None = None,
         limits: Limits | None = None,
+        causes: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.audit = audit
         self.brain = brain
@@ -100,6 +101,7 @@ class AgentLoop:
         self.bus = bus
         self.run_id = run_id
         self.actor = f"agent:{brain.name}"
+        self.causes = causes or {}
         self.proposer = Proposer(
             self.catalog,
             actions=actions,
@@ -177,8 +179,41 @@ class AgentLoop:
             for row in reversed(rows)
         )
 
+    def _cause_in_incident(self, ticket: TicketRow) -> TicketRow | None:
+        """An earlier ticket of the same incident that this one is a consequence of."""
+        if ticket.incident_id is None:
+            return None
+        causes = self.causes.get(ticket.invariant, ())
+        for mate in self.tickets.incident(ticket.incident_id):
+            if mate.id != ticket.id and mate.invariant in causes:
+                return mate
+        return None
+
+    def _related(self, ticket: TicketRow) -> tuple[str, ...]:
+        if ticket.incident_id is None:
+            return ()
+        return tuple(
+            f"#{m.id} {m.invariant} on {m.target} ({m.state}): {m.message}"
+            for m in self.tickets.incident(ticket.incident_id)
+            if m.id != ticket.id
+        )
+
     async def handle(self, ticket_id: int) -> None:
         if await asyncio.to_thread(self.controls.kill_switch):
+            return
+        opened = await asyncio.to_thread(self.tickets.get, ticket_id)
+        if opened is None:
+            return
+        cause = await asyncio.to_thread(self._cause_in_incident, opened)
+        if cause is not None:
+            # One fault, one investigation: this symptom is worked at its cause's ticket.
+            self.bus.publish(
+                TicketUpdated(
+                    **opened.event_fields(),
+                    reason=f"part of incident #{opened.incident_id}: a consequence of "
+                    f"{cause.invariant} on {cause.target} (#{cause.id}), worked there",
+                )
+            )
             return
         if not await asyncio.to_thread(self.tickets.hold, ticket_id, by=self.brain.name):
             return
@@ -253,6 +288,7 @@ class AgentLoop:
             runbook=self.kit.runbook,
             subject_context=self.kit.context,
             history=history,
+            related=await asyncio.to_thread(self._related, ticket),
         )
         toolbox = self.kit.toolbox()
         if SHELL_ACTION in self.catalog.names():

@@ -93,6 +93,10 @@ def lab_up(subject: str | None, size: int | None, size_alias: int | None, as_jso
     except (SpecError, UnknownSubjectError) as exc:
         raise click.BadParameter(str(exc), param_hint="--size") from None
     run_dir = settings.runs_dir / f"lab-{new_run_id()}"
+    try:
+        kind.validate(topology, {})
+    except SpecError as exc:
+        raise click.ClickException(f"{kind.name}: {exc}") from None
 
     def ignore(_sample: WorkloadSample) -> None:
         return None

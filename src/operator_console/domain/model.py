@@ -104,6 +104,7 @@ class Invariant(Protocol):
     severity: Severity
     grace: int  # consecutive failing ticks before a ticket opens
     description: str
+
     @property
     def consequence_of(self) -> tuple[str, ...]:
         """Invariants whose violation can cause this one's (a dead store makes keys go over

@@ -41,6 +41,7 @@ def _minutes(seconds: float | None) -> str:
 
 
 class _Base:
+    consequence_of: tuple[str, ...] = ()
     name = ""
     severity = Severity.WARNING
     grace = 1
@@ -160,6 +161,7 @@ class StoreOfflineStuck(_Base):
 
 
 class RegionsMissPeer(_Base):
+    consequence_of = ("store_down", "store_disconnected", "store_offline_stuck")
     name = "regions_miss_peer"
     severity = Severity.WARNING
     grace = 3
@@ -201,6 +203,7 @@ def _peers_on_serving(
 
 
 class RegionsDownPeer(_Base):
+    consequence_of = ("store_down", "store_disconnected")
     name = "regions_down_peer"
     severity = Severity.WARNING
     grace = 2
@@ -217,6 +220,7 @@ class RegionsDownPeer(_Base):
 
 
 class RegionsPendingPeer(_Base):
+    consequence_of = ("store_down", "store_disconnected", "latency_slo")
     name = "regions_pending_peer"
     severity = Severity.WARNING
     grace = 3
@@ -233,6 +237,7 @@ class RegionsPendingPeer(_Base):
 
 
 class LeaderImbalance(_Base):
+    consequence_of = ("store_down", "store_disconnected", "latency_slo")
     name = "leader_imbalance"
     severity = Severity.WARNING
     grace = 5
@@ -344,6 +349,7 @@ def drained(view: StoreView) -> bool:
 
 
 class LatencySLO(_Base):
+    consequence_of = ("store_down", "store_disconnected", "store_disk_low")
     name = "latency_slo"
     severity = Severity.WARNING
     grace = 3
