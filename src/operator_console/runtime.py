@@ -4,6 +4,8 @@ the bus and the database. The console and the headless runner are two views of i
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -22,7 +24,7 @@ from operator_console.actions.store import ActionRepository, Controls, Mode
 from operator_console.agent.proposals import Limits
 from operator_console.agent.runner import AgentLoop
 from operator_console.agent.select import choose_brain
-from operator_console.audit import AuditLog
+from operator_console.audit import AuditLog, redact
 from operator_console.contract import (
     AgentKit,
     Condition,
@@ -172,6 +174,15 @@ class Runtime:
         return self.monitor.last_observation if self.monitor else None
 
     @property
+    def system(self) -> str:
+        """What the targets belong to: this run's own lab, or the attached cluster (so two
+        consoles watching one cluster share its blast radius)."""
+        if self.plan.placement == "attach":
+            canonical = json.dumps(redact(dict(self.plan.endpoints)), sort_keys=True, default=str)
+            return f"{self.plan.subject}:{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+        return f"run:{self.run_id}"
+
+    @property
     def series(self) -> list[SeriesSpec]:
         """The workload panel's lines (none before the deployment exists)."""
         workload = self.deployment.workload if self.deployment else None
@@ -240,7 +251,8 @@ class Runtime:
             await self._prepare_agent(self.deployment.agent)
 
     async def _prepare_agent(self, kit: AgentKit) -> None:
-        interrupted = await asyncio.to_thread(self.actions.mark_interrupted)
+        live = await asyncio.to_thread(self.runs.live, psutil.pid_exists)
+        interrupted = await asyncio.to_thread(self.actions.mark_interrupted, live)
         for row in interrupted:
             assert row.id is not None
             self.bus.publish(ActionInterrupted(action_id=row.id, action=row.name))
@@ -280,6 +292,7 @@ class Runtime:
             }
             if self.deployment is not None
             else None,
+            system=self.system,
             limits=Limits(
                 auto_per_target=self.settings.auto_actions_per_target,
                 window_s=self.settings.auto_action_window_s,

@@ -80,8 +80,16 @@ def _ticket(repo: TicketRepository, target: str, *, seconds_ago: float = 0) -> T
     )
 
 
-def _ran(actions: ActionRepository, ticket: TicketRow, node: str, *, state: ActionState) -> int:
-    """An earlier action of the agent on `node`, approved by the policy, now in `state`."""
+def _ran(
+    actions: ActionRepository,
+    ticket: TicketRow,
+    node: str,
+    *,
+    state: ActionState,
+    system: str = "r1",
+) -> int:
+    """An earlier action of the agent on `node` of `system`, approved by the policy, now in
+    `state`."""
     spec = CATALOG.get("restart_node")
     row = actions.propose(
         spec,
@@ -90,6 +98,7 @@ def _ran(actions: ActionRepository, ticket: TicketRow, node: str, *, state: Acti
         reason="",
         run_id="r1",
         ticket_id=ticket.id,
+        system=system,
     )
     assert row.id is not None
     actions.approve(row.id, by="policy")
@@ -185,6 +194,16 @@ async def test_at_most_n_automatic_actions_per_target_per_window(world: Any) -> 
     proposed = _decision(events)
     assert proposed.decision == "await_approval"
     assert "node-2 already had 2 automatic action(s) in the last 600 s (at most 2)" in proposed.why
+    # The same node name on another system (another run's lab) is another node.
+    elsewhere = _ticket(tickets, "node-4", seconds_ago=300)
+    for _ in range(2):
+        _ran(actions, elsewhere, "node-4", state=ActionState.VERIFIED, system="another-lab")
+    fourth = _ticket(tickets, "node-4")
+    diagnosis4, seen4 = _evidence_for("node-4")
+    await proposer.propose(
+        fourth, "restart_node", {"node": "node-4"}, "r", diagnosis=diagnosis4, investigation=seen4
+    )
+    assert _decision(events).decision == "execute"
     other = _ticket(tickets, "node-3")
     diagnosis3, seen3 = _evidence_for("node-3")
     await proposer.propose(

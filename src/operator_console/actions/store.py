@@ -7,6 +7,7 @@ approving or rejecting the same action cannot both win; claiming one for executi
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -164,13 +165,15 @@ class ActionRepository:
                 query = query.where(col(ActionRow.state).in_(states))
             return list(session.exec(query.order_by(col(ActionRow.id).desc()).limit(limit)))
 
-    def touching(self, targets: list[str], *, since: datetime, limit: int = 500) -> list[ActionRow]:
-        """Actions created since `since` that touch any of `targets`, newest first."""
+    def touching(
+        self, targets: list[str], *, system: str, since: datetime, limit: int = 500
+    ) -> list[ActionRow]:
+        """Actions on `system` created since `since` that touch any of `targets`, newest first."""
         wanted = set(targets)
         with Session(self._engine, expire_on_commit=False) as session:
             rows = session.exec(
                 select(ActionRow)
-                .where(col(ActionRow.created_at) >= since)
+                .where(col(ActionRow.created_at) >= since, ActionRow.system == system)
                 .order_by(col(ActionRow.id).desc())
                 .limit(limit)
             )
@@ -190,6 +193,7 @@ class ActionRepository:
         targets: list[str] | None = None,
         decision: str = "",
         policy_reason: str = "",
+        system: str = "",
     ) -> ActionRow:
         row = ActionRow(
             run_id=run_id,
@@ -203,6 +207,7 @@ class ActionRepository:
             targets=list(targets if targets is not None else spec.targets(params)),
             decision=decision,
             policy_reason=policy_reason,
+            system=system,
             proposed_by=proposed_by,
             state=ActionState.PROPOSED.value,
             expires_at=utcnow() + timedelta(seconds=ttl_s),
@@ -401,11 +406,14 @@ class ActionRepository:
                 cancelled.append(row)
         return cancelled
 
-    def mark_interrupted(self) -> list[ActionRow]:
-        """Executions cut off by a crash: never re-run without a new approval."""
+    def mark_interrupted(self, live_runs: Collection[str] = ()) -> list[ActionRow]:
+        """Executions cut off by a crash: never re-run without a new approval. Actions of the
+        runs in `live_runs` are still executing somewhere and are left alone."""
         interrupted = []
         for row in self.find(states=[ActionState.EXECUTING.value], limit=1000):
             assert row.id is not None
+            if row.run_id in live_runs:
+                continue
             if self._transition(
                 row.id,
                 ActionState.EXECUTING,

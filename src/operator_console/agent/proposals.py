@@ -63,6 +63,7 @@ class Proposer:
         run_id: str,
         actor: str,
         limits: Limits,
+        system: str = "",
     ) -> None:
         self.catalog = catalog
         self.actions = actions
@@ -74,6 +75,7 @@ class Proposer:
         self.run_id = run_id
         self.actor = actor
         self.limits = limits
+        self.system = system or run_id
 
     # ----------------------------------------------------------------- measuring the scope
 
@@ -82,7 +84,7 @@ class Proposer:
         ticket's violation first showed: the agent may have caused it."""
         window = timedelta(seconds=self.limits.after_action_s)
         since = ticket.first_seen - window - timedelta(hours=1)
-        for row in self.actions.touching([ticket.target], since=since):
+        for row in self.actions.touching([ticket.target], system=self.system, since=since):
             if row.ticket_id == ticket.id or row.state not in RAN:
                 continue
             if not row.proposed_by.startswith("agent:"):
@@ -114,7 +116,7 @@ class Proposer:
                 f"{ticket.target}: a person decides what happens next"
             )
         since = utcnow() - timedelta(seconds=self.limits.window_s)
-        recent = self.actions.touching(targets, since=since) if targets else []
+        recent = self.actions.touching(targets, system=self.system, since=since) if targets else []
         busy: list[str] = []
         for row in recent:
             if row.state not in IN_FLIGHT:
@@ -180,6 +182,7 @@ class Proposer:
             targets=targets,
             decision=policy.decision.value,
             policy_reason=policy.why,
+            system=self.system,
         )
         self.audit(
             "policy_decision",

@@ -89,6 +89,7 @@ class AgentLoop:
         catalog: ActionCatalog | None = None,
         limits: Limits | None = None,
         causes: dict[str, tuple[str, ...]] | None = None,
+        system: str = "",
     ) -> None:
         self.audit = audit
         self.brain = brain
@@ -113,6 +114,7 @@ class AgentLoop:
             run_id=run_id,
             actor=self.actor,
             limits=limits or Limits(),
+            system=system,
         )
 
     async def run(self) -> None:
@@ -320,6 +322,7 @@ class AgentLoop:
                 brain=self.brain.name,
                 summary=diagnosis.summary,
                 root_cause=diagnosis.root_cause,
+                label=diagnosis.label,
                 confidence=diagnosis.confidence,
                 evidence=[e.model_dump() for e in diagnosis.evidence],
                 alternatives=[a.model_dump() for a in diagnosis.alternatives],

@@ -8,6 +8,7 @@ from operator_console.audit import register_secrets_from_env
 from operator_console.cli.actions import actions, kill_switch
 from operator_console.cli.audit import audit
 from operator_console.cli.context import CliContext
+from operator_console.cli.evals import evals
 from operator_console.cli.lab import lab
 from operator_console.cli.records import scenarios, tickets
 from operator_console.cli.run import run, watch
@@ -28,7 +29,7 @@ def main(ctx: click.Context) -> None:
         OperatorApp(settings=context.settings, engine=context.engine).run()
 
 
-for command in (run, watch, scenarios, tickets, lab, actions, kill_switch, audit, serve):
+for command in (run, watch, evals, scenarios, tickets, lab, actions, kill_switch, audit, serve):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -144,6 +144,9 @@ class ActionRow(SQLModel, table=True):
     restores: str = ""  # the ticket's dedup key this action is meant to clear
     reason: str = ""
     targets: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    # Which system the targets belong to (a run's own lab, or an attached cluster's address):
+    # the blast radius counts actions on the same system only.
+    system: str = Field(default="", index=True)
     decision: str = ""  # what the policy decided: execute, await_approval, propose_only
     policy_reason: str = ""  # why, in words a person reads
     proposed_by: str
@@ -221,3 +224,33 @@ class AuditRow(SQLModel, table=True):
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         }
+
+
+class EvalCampaignRow(SQLModel, table=True):
+    """One eval campaign: what it ran (scenarios, brains, trials, mode) and its table."""
+
+    __tablename__ = "eval_campaigns"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(index=True)
+    started_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    interrupted: bool = False
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    cells: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+
+
+class EvalRunRow(SQLModel, table=True):
+    """One scored trial of a campaign."""
+
+    __tablename__ = "eval_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: str = Field(index=True)
+    scenario: str = Field(index=True)
+    brain: str
+    trial: int
+    run_id: str
+    win: bool
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    score: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))

@@ -73,6 +73,17 @@ class RunRepository:
             reaped.append((run, abandoned))
         return reaped
 
+    def live(self, alive: Callable[[int], bool]) -> set[str]:
+        """Runs not finished whose process still runs (or runs on another host: not ours to
+        judge)."""
+        host = socket.gethostname()
+        return {
+            run.id
+            for run in self.unfinished()
+            # A run from before runs recorded their process (no host) is not live.
+            if run.host not in ("", host) or (run.pid is not None and alive(run.pid))
+        }
+
     def unfinished(self) -> list[RunRow]:
         with Session(self._engine, expire_on_commit=False) as session:
             return list(session.exec(select(RunRow).where(col(RunRow.finished_at).is_(None))))

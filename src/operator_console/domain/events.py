@@ -341,6 +341,7 @@ class DiagnosisReady(Event):
     root_cause: str
     confidence: float
     evidence: list[dict[str, Any]]
+    label: str = ""
     alternatives: list[dict[str, Any]]
     recommended: list[dict[str, Any]]
     usage: dict[str, Any]

@@ -62,6 +62,7 @@ class Expect(_Strict):
     invariants: list[str] = Field(default_factory=list)
     target: str | None = None
     action: str | None = None  # the remediation an operator should verify
+    root_cause: str | None = None  # the diagnosis' stable root-cause label (a hypothesis name)
     recovers: bool = True
     recover_timeout: float = Field(default=45.0, gt=0, le=600)
 

@@ -157,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--keys", type=int, default=20)
     p.add_argument("--hot-keys", default="{}", help='JSON: {"user:hot": 0.4}')
     p.add_argument("--timeout-s", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
     return p
 
 
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             "keys": [f"user:{i}" for i in range(1, args.keys + 1)],
             "hot_keys": json.loads(args.hot_keys),
             "timeout_s": args.timeout_s,
+            "seed": args.seed,
         }
     )
     app = Starlette(routes=service.routes(), lifespan=service.lifespan)

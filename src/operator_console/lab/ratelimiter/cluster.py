@@ -169,7 +169,13 @@ class RateLimiterCluster:
         return data
 
     async def start_clients(
-        self, *, rate: float, keys: int, hot_keys: Mapping[str, float], timeout_s: float
+        self,
+        *,
+        rate: float,
+        keys: int,
+        hot_keys: Mapping[str, float],
+        timeout_s: float,
+        seed: int | None = None,
     ) -> str:
         """Start the clients process (load generator and balancer) and return its API's URL."""
         (port,) = free_ports(1, HOST)
@@ -192,6 +198,7 @@ class RateLimiterCluster:
             json.dumps(dict(hot_keys)),
             "--timeout-s",
             str(timeout_s),
+            *(["--seed", str(seed)] if seed is not None else []),
         ]
 
         async def answers() -> bool:

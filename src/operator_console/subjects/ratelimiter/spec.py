@@ -49,6 +49,7 @@ class WorkloadSpec(WorkloadChange):
     keys: int = Field(default=20, ge=1, le=100_000)
     hot_keys: dict[str, float] | None = Field(default_factory=lambda: {"user:hot": 0.4})
     timeout_s: float = Field(default=1.0, gt=0, le=30)
+    seed: int | None = None  # the clients' random choices (keys, arrivals), for repeatable runs
 
 
 class AttachSpec(_Strict):

@@ -71,6 +71,7 @@ class RateLimiterWorkload:
             keys=spec.keys,
             hot_keys=spec.hot_keys or {},
             timeout_s=spec.timeout_s,
+            seed=spec.seed,
         )
         # Fresh processes answer their first requests slowly; the clients leave them out of
         # their figures, and the run starts once they have.
