@@ -91,7 +91,7 @@ def eval_run(
 ) -> None:
     """Run a campaign: every scenario, every brain, every trial, each a fresh headless run."""
     from operator_console.scenarios.campaign import CampaignError, campaign_from, load_campaign
-    from operator_console.scenarios.scoring import render_table
+    from operator_console.scenarios.scoring import render_detection, render_table
 
     overrides: dict[str, Any] = {
         "scenarios": _split(scenarios),
@@ -151,6 +151,7 @@ def eval_run(
 
     cells = table(result.scores)
     click.echo(render_table(cells), err=True)
+    click.echo(render_detection(result.scores), err=True)
     if cells and not no_charts:
         click.echo(_charts([c.to_dict() for c in cells]), err=True)
     if csv_file is not None:

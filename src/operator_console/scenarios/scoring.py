@@ -33,6 +33,7 @@ class RunScore:
     brain: str
     trial: int
     run_id: str
+    faults: str  # the kinds of fault injected, in order ("" for none)
     detected: bool
     ttd_s: float | None
     localized: bool
@@ -125,6 +126,7 @@ def score(
         brain=brain,
         trial=trial,
         run_id=run_id,
+        faults=",".join(f.kind for f in faults),
         detected=detected,
         ttd_s=ttd,
         localized=localized,
@@ -224,5 +226,19 @@ def render_table(cells: Sequence[Cell]) -> str:
             f"{c.scenario:<32} {c.brain:<7} {f'{c.wins}/{c.runs}':>7} {_s(c.ttd_median):>8} "
             f"{_s(c.ttd_p90):>8} {_s(c.ttm_median):>8} {_s(c.ttm_p90):>8} "
             f"{c.wrong_actions:>5} {c.tickets:>7.2f} {c.incidents:>5.2f} {c.tokens:>7.0f}"
+        )
+    return "\n".join(lines)
+
+
+def render_detection(scores: Sequence[RunScore]) -> str:
+    """Time to detect per fault kind (the runs with a fault), median and max over the brains."""
+    kinds: dict[str, list[float]] = {}
+    for s in scores:
+        if s.faults and s.ttd_s is not None:
+            kinds.setdefault(s.faults, []).append(s.ttd_s)
+    lines = [f"{'FAULT':<24} {'RUNS':>5} {'TTD med':>8} {'TTD max':>8}"]
+    for kind, values in sorted(kinds.items()):
+        lines.append(
+            f"{kind:<24} {len(values):>5} {_s(quantile(values, 0.5)):>8} {_s(max(values)):>8}"
         )
     return "\n".join(lines)
