@@ -16,7 +16,7 @@ EXPECTED = {
     "ratelimiter-store-pause": ("store_unreachable", "store", "resume_store"),
     "ratelimiter-clock-skew": ("over_limit", "user:hot", "clear_failpoint"),
     "ratelimiter-config-drift": ("config_drift", "node-2", "clear_failpoint"),
-    "ratelimiter-link-latency": ("latency_slo", "node-1", "drain_node"),
+    "ratelimiter-link-latency": ("store_link_slow", "node-1", "drain_node"),
 }
 
 CONTRACT_FIELDS = {

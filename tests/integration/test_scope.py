@@ -123,7 +123,7 @@ def test_link_latency_ends_mitigated_then_resolved_when_the_link_is_repaired(
         "0.5",
     )
     assert timeline.returncode == 0, timeline.story()
-    opened = timeline.first("ticket_opened", invariant="latency_slo", target="node-1")
+    opened = timeline.first("ticket_opened", invariant="store_link_slow", target="node-1")
     mitigated = timeline.first("ticket_mitigated", ticket_id=opened["ticket_id"])
     assert "drain_node on node-1 verified as a mitigation" in mitigated["remains"]
     assert "still slow" in mitigated["remains"], mitigated["remains"]

@@ -113,6 +113,10 @@ class NodeHandlers:
         self.node.counters.record(key, outcome)
         return JSONResponse(payload, status_code=status, headers=headers)
 
+    async def live(self, request: Request) -> Response:
+        """The process answers: nothing else is checked (the store may be away)."""
+        return JSONResponse({"node": self.node.name, "live": True})
+
     async def health(self, request: Request) -> Response:
         reachable, latency_ms, error = await self.node.ping()
         fresh = self.node.cache.fresh
@@ -228,6 +232,7 @@ class NodeHandlers:
     def routes(self) -> list[Route]:
         return [
             Route("/check", self.check, methods=["POST"]),
+            Route("/api/live", self.live, methods=["GET"]),
             Route("/api/health", self.health, methods=["GET"]),
             Route("/api/nodes", self.nodes, methods=["GET"]),
             Route("/api/counters", self.counters, methods=["GET"]),

@@ -298,7 +298,7 @@ ACTIONS: tuple[_Def, ...] = (
         "traffic avoids the node, whatever is wrong with it stays wrong.",
         "node",
         "medium",
-        ("latency_slo", "error_rate", "store_unreachable"),
+        ("latency_slo", "store_link_slow", "error_rate", "store_unreachable"),
         "drain_node",
         needs="balancer",
         effect="mitigate",

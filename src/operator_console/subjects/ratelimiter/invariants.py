@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ class Thresholds:
     min_requests: int = 10
     # The load generator times responses on its side of the wire, so a window it counts can
     # straddle the store's by a few milliseconds; this much is measurement, not a breach.
+    store_ping_ms: float = 100.0
     over_limit_slack_ratio: float = 0.05
     over_limit_slack_min: int = 2
 
@@ -63,7 +65,7 @@ class NodeDown(_Base):
             out.append(
                 self._violation(
                     node.name,
-                    f"{node.name} is down: {how} at {node.url}/api/health",
+                    f"{node.name} is down: {how} at {node.url}",
                     url=node.url,
                     error=node.error,
                     process=node.process,
@@ -75,8 +77,14 @@ class NodeDown(_Base):
 class StoreUnreachable(_Base):
     name = "store_unreachable"
     severity = Severity.CRITICAL
-    grace = 2
+    # At once when the console and a node agree the store is silent; a console alone must see
+    # it twice (its own read may have hiccupped).
+    grace = 1
     description = "the store answers the console and every node"
+
+    def __init__(self, thresholds: Thresholds | None = None) -> None:
+        super().__init__(thresholds)
+        self._alone = 0
 
     def check(self, observation: Observation) -> list[Violation]:
         state = _state(observation)
@@ -84,6 +92,10 @@ class StoreUnreachable(_Base):
             return []
         if not state.store.reachable:
             cut_off = [n.name for n in state.nodes.values() if n.store_reachable is False]
+            agreed = bool(cut_off) or not any(n.reachable for n in state.nodes.values())
+            self._alone = 0 if agreed else self._alone + 1
+            if not agreed and self._alone < 2:
+                return []
             return [
                 self._violation(
                     "store",
@@ -93,6 +105,7 @@ class StoreUnreachable(_Base):
                     nodes=cut_off,
                 )
             ]
+        self._alone = 0
         return [
             self._violation(
                 node.name,
@@ -104,6 +117,41 @@ class StoreUnreachable(_Base):
             # A drained node serves no traffic: its broken link is contained, not an outage.
             if node.reachable and node.store_reachable is False and not node.drained
         ]
+
+
+class StoreLinkSlow(_Base):
+    name = "store_link_slow"
+    severity = Severity.WARNING
+    grace = 2
+    description = "each node reaches the store quickly (its own ping), like the others do"
+
+    def check(self, observation: Observation) -> list[Violation]:
+        state = _state(observation)
+        if state is None or not state.store.reachable:
+            return []
+        pings = {
+            n.name: n.store_latency_ms
+            for n in state.nodes.values()
+            if n.reachable and n.store_latency_ms is not None
+        }
+        out = []
+        slow = self.thresholds.store_ping_ms
+        for name, ping in pings.items():
+            node = state.nodes[name]
+            others = [v for k, v in pings.items() if k != name]
+            usual = statistics.median(others) if others else 0.0
+            # A drained node's slow link is contained (that is what the drain mitigates).
+            if ping > slow and ping > 3 * usual and not node.drained:
+                out.append(
+                    self._violation(
+                        name,
+                        f"{name} pings the store in {ping:.0f} ms (the other nodes in "
+                        f"{usual:.0f} ms; slow above {slow:.0f} ms): its link is slow",
+                        store_latency_ms=ping,
+                        others_ms=usual,
+                    )
+                )
+        return out
 
 
 class OverLimit(_Base):
@@ -154,9 +202,16 @@ class OverLimit(_Base):
 class ConfigDrift(_Base):
     name = "config_drift"
     severity = Severity.WARNING
-    grace = 3
+    # At once when a node's refresh is overdue (its config older than 1.5 refresh intervals);
+    # a young config that differs is a refresh under way and must differ three times running.
+    grace = 1
+    lagging_ticks = 3
     description = "every node runs the store's current limits"
     consequence_of = ("store_unreachable",)
+
+    def __init__(self, thresholds: Thresholds | None = None) -> None:
+        super().__init__(thresholds)
+        self._differing: dict[str, int] = {}
 
     def check(self, observation: Observation) -> list[Violation]:
         state = _state(observation)
@@ -177,6 +232,15 @@ class ConfigDrift(_Base):
                             "store": limit.limit,
                         }
             if node.config_version == store_version and not differing:
+                self._differing.pop(node.name, None)
+                continue
+            times = self._differing[node.name] = self._differing.get(node.name, 0) + 1
+            overdue = (
+                node.config_age_s is not None
+                and node.config_refresh_s is not None
+                and node.config_age_s > 1.5 * node.config_refresh_s
+            )
+            if not overdue and times < self.lagging_ticks:
                 continue
             age = f"{node.config_age_s:.1f} s" if node.config_age_s is not None else "unknown"
             keys = ", ".join(
@@ -332,6 +396,7 @@ def default_invariants(thresholds: Thresholds | None = None) -> list[Invariant]:
         for cls in (
             NodeDown,
             StoreUnreachable,
+            StoreLinkSlow,
             OverLimit,
             ConfigDrift,
             LatencySLO,

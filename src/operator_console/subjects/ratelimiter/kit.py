@@ -41,6 +41,11 @@ config_drift (target: a node)
 - Refresh lagging: the versions differ without the failpoint. Fix: reload_config(node).
 - The node cannot reach the store: no action here (store_unreachable carries it).
 
+store_link_slow (target: a node)
+- The node's own ping of the store is slow while the other nodes' are fast: its link to the
+  store is slow (node_detail's link latency_ms > 0). Fix: drain_node(node) (a mitigation: the
+  link stays slow; undrain_node once it is fast again).
+
 latency_slo (target: a node)
 - Slow link to the store: node_detail's link latency_ms > 0, or its store ping far slower than
   the other nodes'. Fix: drain_node(node).

@@ -26,6 +26,10 @@ from operator_console.domain import (
 from operator_console.subjects.ratelimiter.panel import cluster_view, node_serving
 
 WINDOW_KEY_PREFIX = "rl:window:"
+# A node that does not answer its liveness endpoint this fast is down (paused, hung, gone).
+LIVE_TIMEOUT_S = 0.5
+# The store answers the console's PING this fast on loopback, even on a busy machine.
+STORE_TIMEOUT_S = 0.5
 LIMITS_KEY = "rl:limits"
 VERSION_KEY = "rl:config:version"
 NODES_PREFIX = "rl:nodes:"
@@ -64,9 +68,11 @@ class NodeView:
     process: str | None = None
     store_reachable: bool | None = None
     store_error: str | None = None
+    store_latency_ms: float | None = None  # the node's own ping of the store
     config_version: int | None = None
     config_age_s: float | None = None
     config_fresh: bool | None = None
+    config_refresh_s: float | None = None
     fail_mode: str | None = None
     failpoints: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Limit] | None = None
@@ -286,26 +292,37 @@ class RateLimiterObserver:
                     nodes[name].drained = True
         return Observation(subject=self.name, at=at, sources=sources, state=state)
 
-    async def _get(self, url: str) -> tuple[httpx.Response, float]:
+    async def _get(self, url: str, timeout: float | None = None) -> tuple[httpx.Response, float]:
         started = time.monotonic()
-        response = await self._http.get(url)
+        response = await self._http.get(url, timeout=timeout or self.timeout_s)
         return response, (time.monotonic() - started) * 1000
 
     async def _observe_node(
         self, name: str, url: str, sources: dict[str, SourceStatus]
     ) -> NodeView:
         view = NodeView(name=name, url=url, process=self._process_status(name))
-        health, limits, metrics = await asyncio.gather(
+        live, health, limits, metrics = await asyncio.gather(
+            self._get(f"{url}/api/live", timeout=LIVE_TIMEOUT_S),
             self._get(f"{url}/api/health"),
             self._get(f"{url}/api/limits"),
             self._get(f"{url}/metrics"),
             return_exceptions=True,
         )
         key = f"node:{name}"
-        if isinstance(health, BaseException):
-            state, reason = _reason(health)
+        # Alive is answering at all (quickly, without the store); health also pings the store.
+        if isinstance(live, BaseException):
+            state, reason = _reason(live)
             sources[key] = SourceStatus(key, state, reason)
             view.error = reason
+        else:
+            view.reachable = True
+            sources[key] = SourceStatus(key, SourceState.OK, latency_ms=round(live[1], 2))
+        if isinstance(health, BaseException):
+            if view.reachable:
+                state, reason = _reason(health)
+                view.healthy = False
+                view.error = f"its health check: {reason}"
+                sources[f"health:{name}"] = SourceStatus(f"health:{name}", state, reason)
         else:
             response, latency = health
             try:
@@ -316,10 +333,12 @@ class RateLimiterObserver:
                 store = body.get("store") or {}
                 view.store_reachable = store.get("reachable")
                 view.store_error = store.get("error")
+                view.store_latency_ms = store.get("latency_ms")
                 config = body.get("config") or {}
                 view.config_version = config.get("version")
                 view.config_age_s = config.get("age_s")
                 view.config_fresh = config.get("fresh")
+                view.config_refresh_s = config.get("refresh_interval_s")
                 view.fail_mode = body.get("fail_mode")
                 view.failpoints = dict(body.get("failpoints") or {})
                 sources[key] = SourceStatus(key, SourceState.OK, latency_ms=round(latency, 2))
@@ -391,7 +410,7 @@ class RateLimiterObserver:
                 pipe.ping()
                 pipe.get(VERSION_KEY)
                 pipe.hgetall(LIMITS_KEY)
-                async with asyncio.timeout(self.timeout_s * 2):
+                async with asyncio.timeout(STORE_TIMEOUT_S):
                     _, version, limits = await pipe.execute()
             registered = [
                 k.decode().removeprefix(NODES_PREFIX)

@@ -55,6 +55,7 @@ RUNBOOK: dict[str, tuple[type[_Hypothesis], ...]] = {
     "over_limit": (ClockSkew, FailOpen, StaleLimit),
     "config_drift": (RefreshStuck, RefreshLagging, DriftCutOff),
     "latency_slo": (SlowLink, StoreSlow),
+    "store_link_slow": (SlowLink, StoreSlow),
     "error_rate": (NodeDegraded, ClusterWideErrors),
     "observation_failed": (SourceFailing, SourceRecovered),
 }
