@@ -65,6 +65,13 @@ def user_message(ticket: TicketContext) -> str:
         "The ticket, as the monitor recorded it:",
         fence("ticket", ticket_data),
     ]
+    if ticket.labels:
+        parts += [
+            "The runbook's known causes of this invariant, by label: when one of them is the "
+            "root cause, put its label in the diagnosis' `label` field (leave it empty if none "
+            "fits):",
+            fence("labels", dict(ticket.labels)),
+        ]
     if ticket.related:
         parts += [
             "The other tickets of the same incident (symptoms that showed with this one):",

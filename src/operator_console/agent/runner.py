@@ -291,6 +291,7 @@ class AgentLoop:
             subject_context=self.kit.context,
             history=history,
             related=await asyncio.to_thread(self._related, ticket),
+            labels=tuple((h.name, h.description) for h in self.kit.hypotheses(ticket.invariant)),
         )
         toolbox = self.kit.toolbox()
         if SHELL_ACTION in self.catalog.names():

@@ -70,6 +70,8 @@ class TicketContext:
     history: tuple[PastDecision, ...] = field(default_factory=tuple)
     # The other tickets of its incident (one fault's other symptoms), one line each.
     related: tuple[str, ...] = field(default_factory=tuple)
+    # The runbook's causes for this invariant: (label, description), for the diagnosis' label.
+    labels: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
     def was_refused(self, action: str, params: dict[str, Any]) -> PastDecision | None:
         """The earlier decision against exactly this action, if there was one."""
