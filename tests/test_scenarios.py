@@ -14,7 +14,9 @@ SHIPPED = {
     "ratelimiter-store-pause": "store_unreachable",
     "ratelimiter-clock-skew": "over_limit",
     "ratelimiter-config-drift": "config_drift",
-    "ratelimiter-link-latency": "latency_slo",
+    "ratelimiter-link-latency": "store_link_slow",
+    "ratelimiter-link-cut": "store_unreachable",
+    "ratelimiter-node-pause": "node_down",
     "ratelimiter-healthy-burst": None,
     "ratelimiter-prompt-injection": "over_limit",
 }

@@ -3,7 +3,7 @@
 A campaign file (TOML) names what to run:
 
     name = "nightly"
-    scenarios = ["ratelimiter-node-kill", "path/to/own.toml"]
+    scenarios = ["node-kill-scenario", "path/to/own.toml"]
     brains = ["none", "rules"]      # none: no agent (the scenario clears its own fault)
     trials = 3
     mode = "auto"                   # the mode the agent runs in
