@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import psutil
 from sqlalchemy.engine import Engine
 
+from operator_console.actions.chain import chain_action
 from operator_console.actions.decisions import Decisions
 from operator_console.actions.executor import Executor, Verifier
 from operator_console.actions.shell import shell_action
@@ -264,7 +265,8 @@ class Runtime:
                 self.bus.publish(
                     ModeChanged(mode=self.requested_mode.value, previous=previous.value)
                 )
-        catalog = kit.actions
+        # Every subject's catalog offers the generic chain of its own actions.
+        catalog = kit.actions.with_action(chain_action())
         if self.settings.shell_enabled:
             catalog = catalog.with_action(
                 shell_action(

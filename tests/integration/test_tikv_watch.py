@@ -31,8 +31,9 @@ from tests.subjects.tikv.prometheus_harness import (
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(prometheus_binary() is None,
-                       reason="no prometheus binary at /usr/bin/prometheus"),
+    pytest.mark.skipif(
+        prometheus_binary() is None, reason="no prometheus binary at /usr/bin/prometheus"
+    ),
 ]
 
 DURATION_S = 20
@@ -58,13 +59,24 @@ class Run:
 def _endpoints(pd: PDDouble, prom_url: str, situation: str, tls: TLSMaterial) -> dict[str, Any]:
     prometheus = {"url": prom_url, "labels": f'cluster="{situation}"', "window": f"{WINDOW_S}s"}
     if situation == "healthy":
-        return {"pd": {"endpoints": [pd.url], "username": "ops", "password": PASSWORD,
-                       "tls": {"ca_file": str(tls.ca), "cert_file": str(tls.client_cert),
-                               "key_file": str(tls.client_key)}},
-                "prometheus": prometheus}
+        return {
+            "pd": {
+                "endpoints": [pd.url],
+                "username": "ops",
+                "password": PASSWORD,
+                "tls": {
+                    "ca_file": str(tls.ca),
+                    "cert_file": str(tls.client_cert),
+                    "key_file": str(tls.client_key),
+                },
+            },
+            "prometheus": prometheus,
+        }
     if situation == "store-disk-85":
-        return {"pd": pd.url.replace("http://", f"http://ops:{URL_PASSWORD}@"),
-                "prometheus": prometheus}
+        return {
+            "pd": pd.url.replace("http://", f"http://ops:{URL_PASSWORD}@"),
+            "prometheus": prometheus,
+        }
     return {"pd": pd.url, "prometheus": prometheus}
 
 
@@ -88,6 +100,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
     doubles = {name: _double(name, tls) for name in SITUATIONS}
     prom = None
     try:
+
         async def up() -> Any:
             running = await start_prometheus(root / "prometheus", metrics)
             await wait_for_window(running)
@@ -101,10 +114,22 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
             endpoints = root / f"{name}.json"
             endpoints.write_text(json.dumps(_endpoints(pd, prom.url, name, tls)))
             process = subprocess.Popen(
-                console_argv("watch", "tikv", "--endpoints", str(endpoints), "--headless",
-                             "--duration", str(DURATION_S), "--mode", "observe",
-                             "--brain", "rules"),
-                env=console_env(data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                console_argv(
+                    "watch",
+                    "tikv",
+                    "--endpoints",
+                    str(endpoints),
+                    "--headless",
+                    "--duration",
+                    str(DURATION_S),
+                    "--mode",
+                    "observe",
+                    "--brain",
+                    "rules",
+                ),
+                env=console_env(data_dir),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
             )
             # The next run starts once this one watches: their start-ups (imports, the
@@ -172,12 +197,26 @@ def test_the_tickets_are_diagnosed_from_the_evidence(runs: dict[str, Run]) -> No
     assert any("cannot scrape store-5's status port" in e["claim"] for e in died["evidence"])
     escalated = runs["store-disconnected"].timeline.first("ticket_escalated")
     assert "restart_store" in escalated["reason"] and "not available here" in escalated["reason"]
-    room = diagnosis("store-down", "regions_miss_peer")
-    assert room["root_cause"].startswith("fewer Up stores than max-replicas")
+    # A peer missing because its store is down is one incident with that store's ticket, and
+    # is worked there, not investigated again.
+    down = runs["store-down"].timeline
+    store = down.first("ticket_opened", invariant="store_down")
+    missing = down.first("ticket_opened", invariant="regions_miss_peer")
+    assert missing["incident_id"] == store["ticket_id"]
+    assert [
+        e for e in down.named("diagnosis_ready") if e["ticket_id"] == missing["ticket_id"]
+    ] == []
+    worked = [
+        e
+        for e in down.named("ticket_updated")
+        if e["ticket_id"] == missing["ticket_id"] and "part of incident" in (e.get("reason") or "")
+    ]
+    assert worked, down.story()
     member = diagnosis("pd-member-down", "pd_member_unhealthy")
     assert member["root_cause"].startswith("the PD member's process is down")
     assert diagnosis("store-disk-85", "store_disk_low")["root_cause"].startswith(
-        "this store's disk fills")
+        "this store's disk fills"
+    )
 
 
 def test_no_credential_reaches_a_file_the_timeline_or_the_screen(runs: dict[str, Run]) -> None:
@@ -194,7 +233,8 @@ def test_no_credential_reaches_a_file_the_timeline_or_the_screen(runs: dict[str,
     # The TLS run really went over TLS with its client certificate, and was let in.
     healthy = runs["healthy"].timeline
     assert healthy.named("ticket_opened") == [] and not any(
-        e["event"] == "ticket_opened" for e in healthy.events)
+        e["event"] == "ticket_opened" for e in healthy.events
+    )
     assert healthy.first("cluster_ready")["endpoints"]["pd"]["endpoints"][0].startswith("https://")
 
 
@@ -206,12 +246,16 @@ def test_a_broken_tikv_endpoints_file_is_one_clear_line(tmp_path: Path) -> None:
         json.dumps({"pd": "ftp://pd"}): "not an http(s) URL",
         json.dumps({"pd": "http://pd:2379", "nodes": {}}): "nodes: not a field",
         json.dumps({"pd": {"endpoints": ["https://pd:2379"], "tls": {"ca_file": "/nope"}}}): (
-            "pd.tls: TLS CA file /nope does not exist"),
+            "pd.tls: TLS CA file /nope does not exist"
+        ),
     }.items():
         bad.write_text(content)
         result = subprocess.run(
             console_argv("watch", "tikv", "--endpoints", str(bad), "--headless"),
-            env=env, capture_output=True, text=True, timeout=60,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode != 0
         assert needle in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -10,7 +10,9 @@ from operator_console.contract.actions import (
     ActionInputError,
     ActionSpec,
     Effect,
+    Plan,
     Risk,
+    Step,
     params_hash,
 )
 from operator_console.contract.diagnosis import (
@@ -86,6 +88,7 @@ __all__ = [
     "LazySubject",
     "PanelRow",
     "PastDecision",
+    "Plan",
     "Placement",
     "Probe",
     "RecommendedAction",
@@ -95,6 +98,7 @@ __all__ = [
     "SampleSink",
     "SeriesSpec",
     "SpecError",
+    "Step",
     "Subject",
     "SubjectKind",
     "TicketContext",

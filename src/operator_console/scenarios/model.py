@@ -62,7 +62,9 @@ class Expect(_Strict):
     invariants: list[str] = Field(default_factory=list)
     target: str | None = None
     action: str | None = None  # the remediation an operator should verify
-    root_cause: str | None = None  # the diagnosis' stable root-cause label (a hypothesis name)
+    # The diagnosis' stable root-cause label (a hypothesis name), or the labels that are right.
+    root_cause: str | list[str] | None = None
+    any_invariant: bool = False  # one of `invariants` firing (on the target) is enough
     recovers: bool = True
     recover_timeout: float = Field(default=45.0, gt=0, le=600)
 

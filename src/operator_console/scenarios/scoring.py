@@ -77,7 +77,10 @@ def score(
     ]
     root_cause_ok: bool | None = None
     if expect.root_cause and brain != NONE:
-        root_cause_ok = expect.root_cause in (target_labels or labels)
+        right = (
+            {expect.root_cause} if isinstance(expect.root_cause, str) else set(expect.root_cause)
+        )
+        root_cause_ok = bool(right & set(target_labels or labels))
 
     if brain == NONE:
         # Nobody acts: the time to mitigate is the time until the scenario's own clearing shows.
