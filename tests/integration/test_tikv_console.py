@@ -31,8 +31,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPERATOR_CONSOLE_DB", "COLUMNS",
-                 "LINES"):
+    for name in (
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "OPERATOR_CONSOLE_DB",
+        "COLUMNS",
+        "LINES",
+    ):
         monkeypatch.delenv(name, raising=False)
     return Settings(data_dir=tmp_path / "data", interval=0.5)
 
@@ -58,13 +63,23 @@ async def test_the_panel_shows_pd_members_and_stores_as_pd_names_them(
     with PDDouble("pd-0", situation="store-down") as pd:
         pd.advertise({"pd-0": pd.url})
         plan = watch_plan("tikv", {"pd": pd.url})
-        app = OperatorApp(settings=settings, engine=engine, watch=(plan, None),
-                          options=RunOptions(brain="rules", mode=Mode.OBSERVE))
+        app = OperatorApp(
+            settings=settings,
+            engine=engine,
+            watch=(plan, None),
+            options=RunOptions(brain="rules", mode=Mode.OBSERVE),
+        )
         async with app.run_test(size=(200, 50)) as pilot:
             table: DataTable[Any] = app.screen.query_one("#cluster-table", DataTable)
             await wait_for(pilot, lambda: cell(table, "store-5", "ticket"), "store-5's ticket")
             assert [str(k.value) for k in table.rows] == [
-                "pd-0", "pd-1", "pd-2", "store-1", "store-4", "store-5"]
+                "pd-0",
+                "pd-1",
+                "pd-2",
+                "store-1",
+                "store-4",
+                "store-5",
+            ]
             assert cell(table, "pd-0", "role") == "pd leader"
             assert cell(table, "pd-1", "role") == "pd"
             assert cell(table, "pd-0", "state") == "healthy"

@@ -87,8 +87,9 @@ def _query(raw: str) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
-def _matches(exchange: dict[str, Any], method: str, path: str, query: dict[str, str],
-             body: Any) -> bool:
+def _matches(
+    exchange: dict[str, Any], method: str, path: str, query: dict[str, str], body: Any
+) -> bool:
     if exchange["method"] != method or exchange["path"] != path:
         return False
     if "query" in exchange and exchange["query"] != query:
@@ -109,8 +110,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def _answer(self, status: int, content_type: str, body: bytes,
-                headers: dict[str, str] | None = None, date: str | None = None) -> None:
+    def _answer(
+        self,
+        status: int,
+        content_type: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        date: str | None = None,
+    ) -> None:
         self.send_response_only(status)
         if date:
             self.send_header("Date", date)
@@ -132,15 +139,28 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             parsed = None
         headers = {k.lower(): v for k, v in self.headers.items()}
-        record = RecordedRequest(double.name, self.command, split.path, _query(split.query),
-                                 headers, raw, parsed, split.query)
+        record = RecordedRequest(
+            double.name,
+            self.command,
+            split.path,
+            _query(split.query),
+            headers,
+            raw,
+            parsed,
+            split.query,
+        )
         with double.lock:
             state.requests.append(record)
             cassette = state.cassette
         date = cassette["_date"]
         if state.basic_auth is not None and headers.get("authorization") != state.basic_auth:
-            self._answer(401, "text/plain; charset=utf-8", b"Unauthorized\n",
-                         {"WWW-Authenticate": 'Basic realm="pd"'}, date)
+            self._answer(
+                401,
+                "text/plain; charset=utf-8",
+                b"Unauthorized\n",
+                {"WWW-Authenticate": 'Basic realm="pd"'},
+                date,
+            )
             return
         if state.is_follower and not self._local(cassette, split.path, headers):
             self._forward(cassette, state, raw, date)
@@ -171,8 +191,9 @@ class _Handler(BaseHTTPRequestHandler):
 
         def refuse(kind: str) -> None:
             answer = redirector[kind]
-            self._answer(answer["status"], "text/plain; charset=utf-8",
-                         answer["body"].encode(), plain, date)
+            self._answer(
+                answer["status"], "text/plain; charset=utf-8", answer["body"].encode(), plain, date
+            )
 
         if self.headers.get("PD-Redirector"):
             refuse("not_leader")
@@ -181,8 +202,11 @@ class _Handler(BaseHTTPRequestHandler):
         if leader is None:
             refuse("no_leader")
             return
-        headers = {k: v for k, v in self.headers.items()
-                   if k.lower() not in ("host", "content-length", "connection")}
+        headers = {
+            k: v
+            for k, v in self.headers.items()
+            if k.lower() not in ("host", "content-length", "connection")
+        }
         headers["PD-Redirector"] = self.server.double.name
         headers["X-Forwarded-For"] = self.client_address[0]
         try:
@@ -190,9 +214,19 @@ class _Handler(BaseHTTPRequestHandler):
             connection.request(self.command, self.path, body=raw or None, headers=headers)
             response = connection.getresponse()
             body = response.read()
-            copied = [(k, v) for k, v in response.getheaders()
-                      if k.lower() not in ("content-length", "content-encoding", "connection",
-                                           "transfer-encoding", "date", "content-type")]
+            copied = [
+                (k, v)
+                for k, v in response.getheaders()
+                if k.lower()
+                not in (
+                    "content-length",
+                    "content-encoding",
+                    "connection",
+                    "transfer-encoding",
+                    "date",
+                    "content-type",
+                )
+            ]
             content_type = response.getheader("Content-Type", "")
             leader_date = response.getheader("Date", date)
             connection.close()
@@ -237,9 +271,15 @@ class _Server(ThreadingHTTPServer):
 class PDDouble:
     """One PD member's HTTP API, answering from a cassette (see the module docstring)."""
 
-    def __init__(self, name: str = "pd-0", *, release: str = "v8.5.7",
-                 situation: str = "healthy", tls: ssl.SSLContext | None = None,
-                 client_tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "pd-0",
+        *,
+        release: str = "v8.5.7",
+        situation: str = "healthy",
+        tls: ssl.SSLContext | None = None,
+        client_tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
         self.release = release
         self.lock = threading.Lock()
@@ -260,8 +300,12 @@ class PDDouble:
         if self._tls is not None:
             server.socket = self._tls.wrap_socket(server.socket, server_side=True)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name=f"pd-double-{self.name}",
-                                        kwargs={"poll_interval": 0.01}, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            name=f"pd-double-{self.name}",
+            kwargs={"poll_interval": 0.01},
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -285,8 +329,9 @@ class PDDouble:
     def connection(self, client_tls: ssl.SSLContext | None) -> http.client.HTTPConnection:
         """A connection to this member, as another member's redirector opens one."""
         if self._tls is not None:
-            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5,
-                                               context=client_tls)
+            return http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=5, context=client_tls
+            )
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
 
     # -------------------------------------------------------------- test controls
@@ -312,8 +357,9 @@ class PDDouble:
         """Name the members at these URLs (pd-0 -> this double's URL) in every answer, as a
         real member lists the advertise-client-urls it and its peers listen on."""
         with self.lock:
-            self.state.advertised = [(f"http://{name}:2379".encode(), url.encode())
-                                     for name, url in urls.items()]
+            self.state.advertised = [
+                (f"http://{name}:2379".encode(), url.encode()) for name, url in urls.items()
+            ]
 
     def after(self, method: str, path: str, situation: str) -> None:
         """Once a `method path` request is accepted (2xx), answer from `situation`: the
@@ -454,8 +500,11 @@ class MetricsDouble:
                 continue
             first = (self._folder / f"{target.name}.0s.prom").read_text()
             second = (self._folder / f"{target.name}.{interval}s.prom").read_text()
-            content_type = ("text/plain; version=0.0.4" if target.job == "tikv"
-                            else "text/plain; version=0.0.4; charset=utf-8")
+            content_type = (
+                "text/plain; version=0.0.4"
+                if target.job == "tikv"
+                else "text/plain; version=0.0.4; charset=utf-8"
+            )
             capture = _Capture(first, second, interval)
             try:
                 server = _MetricsServer(target.port, capture, content_type, self.started_s)
@@ -463,9 +512,12 @@ class MetricsDouble:
                 index = self.targets.index(target)
                 target = self.targets[index] = replace(target, port=free_port())
                 server = _MetricsServer(target.port, capture, content_type, self.started_s)
-            thread = threading.Thread(target=server.serve_forever, daemon=True,
-                                      kwargs={"poll_interval": 0.01},
-                                      name=f"metrics-{self.set_name}-{target.name}")
+            thread = threading.Thread(
+                target=server.serve_forever,
+                daemon=True,
+                kwargs={"poll_interval": 0.01},
+                name=f"metrics-{self.set_name}-{target.name}",
+            )
             thread.start()
             self._servers.append((server, thread))
         return self

@@ -74,8 +74,13 @@ class Loops:
         spec = kit.actions.get(name)
         valid = spec.validate(params).model_dump(mode="json")
         row = await asyncio.to_thread(
-            self.actions.propose, spec, valid, proposed_by="test", reason="test",
-            run_id=RUN, ticket_id=ticket.ticket_id if ticket else None,
+            self.actions.propose,
+            spec,
+            valid,
+            proposed_by="test",
+            reason="test",
+            run_id=RUN,
+            ticket_id=ticket.ticket_id if ticket else None,
             restores=f"{ticket.invariant}:{ticket.target}" if ticket else "",
         )
         assert row.id is not None
@@ -83,8 +88,10 @@ class Loops:
         await asyncio.to_thread(self.decisions.approve, row.id, by="test")
         for _ in range(400):
             for event in self.events:
-                if (isinstance(event, ActionFailed | ActionVerified | ActionNotVerified)
-                        and event.action_id == row.id):
+                if (
+                    isinstance(event, ActionFailed | ActionVerified | ActionNotVerified)
+                    and event.action_id == row.id
+                ):
                     return event
             await asyncio.sleep(0.05)  # the executor and verifier publish as they go
         raise AssertionError(f"action {name} did not finish: {[e.name for e in self.events]}")
@@ -97,9 +104,9 @@ class Loops:
 
 
 @pytest_asyncio.fixture
-async def loops(pd_doubles: Start, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[
-    Callable[[str], Loops]
-]:
+async def loops(
+    pd_doubles: Start, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[[str], Loops]]:
     started: list[tuple[Loops, list[asyncio.Task[None]]]] = []
 
     def start(situation: str) -> Loops:
@@ -111,13 +118,25 @@ async def loops(pd_doubles: Start, tmp_path: Path, request: pytest.FixtureReques
         bus.bind_loop()
         events: list[Event] = []
         bus.add_listener(events.append)
-        tickets, actions, controls = TicketRepository(engine), ActionRepository(engine), Controls(
-            engine)
+        tickets, actions, controls = (
+            TicketRepository(engine),
+            ActionRepository(engine),
+            Controls(engine),
+        )
         assert deployment.agent is not None
-        monitor = Monitor(deployment.subject, tickets, bus, run_id=RUN, interval=0.1,
-                          resolve_after=2)
-        executor = Executor(actions, controls, tickets, deployment.agent.actions, bus,
-                            Verifier(bus, clean_ticks=2, timeout_s=8), run_id=RUN, poll_s=0.2)
+        monitor = Monitor(
+            deployment.subject, tickets, bus, run_id=RUN, interval=0.1, resolve_after=2
+        )
+        executor = Executor(
+            actions,
+            controls,
+            tickets,
+            deployment.agent.actions,
+            bus,
+            Verifier(bus, clean_ticks=2, timeout_s=8),
+            run_id=RUN,
+            poll_s=0.2,
+        )
         tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(executor.run())]
         made = Loops(pd, deployment, bus, actions, Decisions(actions, controls, bus), events)
         started.append((made, tasks))
@@ -133,34 +152,73 @@ async def loops(pd_doubles: Start, tmp_path: Path, request: pytest.FixtureReques
 
 
 ACCEPTED: list[tuple[str, str, dict[str, Any], list[tuple[str, str, Any]], str]] = [
-    ("healthy", "transfer_leader", {"region": 14, "to_store": "store-4"},
-     [("POST", f"{API}/operators", {"name": "transfer-leader", "region_id": 14,
-                                    "to_store_id": 4})],
-     "PD: The operator is created. transfer-leader of region-14 to store-4"),
-    ("healthy", "transfer_peer", {"region": "region-14", "from_store": 5, "to_store": 1},
-     [("POST", f"{API}/operators", {"name": "transfer-peer", "region_id": 14,
-                                    "from_store_id": 5, "to_store_id": 1})],
-     "transfer-peer of region-14 from store-5 to store-1"),
-    ("store-down", "remove_peer", {"region": 14, "store": 5},
-     [("POST", f"{API}/operators", {"name": "remove-peer", "region_id": 14, "store_id": 5})],
-     "remove-peer of region-14 on store-5"),
-    ("slow-store", "drain_store", {"store": 5},
-     [("POST", f"{API}/schedulers", {"name": "evict-leader-scheduler", "store_id": 5})],
-     "evict-leader-scheduler now holds leaders off store-5"),
-    ("leaders-evicted", "undrain_store", {"store": 5},
-     [("DELETE", f"{API}/schedulers/evict-leader-scheduler-5", None)],
-     "PD removed store-5 from the evict-leader-scheduler"),
-    ("healthy", "set_store_weight", {"store": 4, "leader_weight": 2, "region_weight": 0.5},
-     [("POST", f"{API}/store/4/weight", {"leader": 2.0, "region": 0.5})],
-     "store-4 now weighs 2 for leaders and 0.5 for regions"),
+    (
+        "healthy",
+        "transfer_leader",
+        {"region": 14, "to_store": "store-4"},
+        [
+            (
+                "POST",
+                f"{API}/operators",
+                {"name": "transfer-leader", "region_id": 14, "to_store_id": 4},
+            )
+        ],
+        "PD: The operator is created. transfer-leader of region-14 to store-4",
+    ),
+    (
+        "healthy",
+        "transfer_peer",
+        {"region": "region-14", "from_store": 5, "to_store": 1},
+        [
+            (
+                "POST",
+                f"{API}/operators",
+                {"name": "transfer-peer", "region_id": 14, "from_store_id": 5, "to_store_id": 1},
+            )
+        ],
+        "transfer-peer of region-14 from store-5 to store-1",
+    ),
+    (
+        "store-down",
+        "remove_peer",
+        {"region": 14, "store": 5},
+        [("POST", f"{API}/operators", {"name": "remove-peer", "region_id": 14, "store_id": 5})],
+        "remove-peer of region-14 on store-5",
+    ),
+    (
+        "slow-store",
+        "drain_store",
+        {"store": 5},
+        [("POST", f"{API}/schedulers", {"name": "evict-leader-scheduler", "store_id": 5})],
+        "evict-leader-scheduler now holds leaders off store-5",
+    ),
+    (
+        "leaders-evicted",
+        "undrain_store",
+        {"store": 5},
+        [("DELETE", f"{API}/schedulers/evict-leader-scheduler-5", None)],
+        "PD removed store-5 from the evict-leader-scheduler",
+    ),
+    (
+        "healthy",
+        "set_store_weight",
+        {"store": 4, "leader_weight": 2, "region_weight": 0.5},
+        [("POST", f"{API}/store/4/weight", {"leader": 2.0, "region": 0.5})],
+        "store-4 now weighs 2 for leaders and 0.5 for regions",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("situation", "action", "params", "writes", "result"), ACCEPTED,
-                         ids=[a[1] for a in ACCEPTED])
+@pytest.mark.parametrize(
+    ("situation", "action", "params", "writes", "result"), ACCEPTED, ids=[a[1] for a in ACCEPTED]
+)
 async def test_each_action_sends_pd_the_request_it_reads(
-    loops: Callable[[str], Loops], situation: str, action: str, params: dict[str, Any],
-    writes: list[tuple[str, str, Any]], result: str,
+    loops: Callable[[str], Loops],
+    situation: str,
+    action: str,
+    params: dict[str, Any],
+    writes: list[tuple[str, str, Any]],
+    result: str,
 ) -> None:
     watch = loops(situation)
     if action == "drain_store":  # PD now lists the store under evict-leader
@@ -177,29 +235,65 @@ async def test_each_action_sends_pd_the_request_it_reads(
 
 
 REFUSED: list[tuple[str, str, dict[str, Any], int, str]] = [
-    ("store-down", "transfer_peer", {"region": 14, "from_store": 1, "to_store": 5}, 1,
-     "[PD:core:ErrStoreUnhealthy]store 5 is unhealthy"),
-    ("store-down", "transfer_leader", {"region": 18, "to_store": 1}, 1,
-     "[PD:operator:ErrAddOperator]failed to add operator, maybe already have one"),
-    ("healthy", "transfer_peer", {"region": 14, "from_store": 5, "to_store": 7}, 1,
-     "[PD:core:ErrStoreNotFound]store 7 not found"),
+    (
+        "store-down",
+        "transfer_peer",
+        {"region": 14, "from_store": 1, "to_store": 5},
+        1,
+        "[PD:core:ErrStoreUnhealthy]store 5 is unhealthy",
+    ),
+    (
+        "store-down",
+        "transfer_leader",
+        {"region": 18, "to_store": 1},
+        1,
+        "[PD:operator:ErrAddOperator]failed to add operator, maybe already have one",
+    ),
+    (
+        "healthy",
+        "transfer_peer",
+        {"region": 14, "from_store": 5, "to_store": 7},
+        1,
+        "[PD:core:ErrStoreNotFound]store 7 not found",
+    ),
     ("healthy", "drain_store", {"store": 7}, 1, "[PD:core:ErrStoreNotFound]store 7 not found"),
-    ("healthy", "set_store_weight", {"store": 7, "leader_weight": 1, "region_weight": 1}, 1,
-     "[PD:core:ErrStoreNotFound]store 7 not found"),
-    ("healthy", "transfer_leader", {"region": 999999, "to_store": 1}, 1,
-     "[PD:region:ErrRegionNotFound]region 999999 not found"),
+    (
+        "healthy",
+        "set_store_weight",
+        {"store": 7, "leader_weight": 1, "region_weight": 1},
+        1,
+        "[PD:core:ErrStoreNotFound]store 7 not found",
+    ),
+    (
+        "healthy",
+        "transfer_leader",
+        {"region": 999999, "to_store": 1},
+        1,
+        "[PD:region:ErrRegionNotFound]region 999999 not found",
+    ),
     # Removing a healthy peer while another is down would leave no raft majority.
-    ("store-down", "remove_peer", {"region": 14, "store": 1}, 0,
-     "refusing to remove region-14's peer on store-1: 1 of the 2 voters left would be "
-     "healthy"),
+    (
+        "store-down",
+        "remove_peer",
+        {"region": 14, "store": 1},
+        0,
+        "refusing to remove region-14's peer on store-1: 1 of the 2 voters left would be healthy",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("situation", "action", "params", "sent", "error"), REFUSED,
-                         ids=[f"{r[1]}:{r[4][:28]}" for r in REFUSED])
+@pytest.mark.parametrize(
+    ("situation", "action", "params", "sent", "error"),
+    REFUSED,
+    ids=[f"{r[1]}:{r[4][:28]}" for r in REFUSED],
+)
 async def test_pd_refusals_fail_the_action_with_pd_words_and_are_not_resent(
-    loops: Callable[[str], Loops], situation: str, action: str, params: dict[str, Any],
-    sent: int, error: str,
+    loops: Callable[[str], Loops],
+    situation: str,
+    action: str,
+    params: dict[str, Any],
+    sent: int,
+    error: str,
 ) -> None:
     watch = loops(situation)
     await watch.next(Observed)
@@ -228,6 +322,7 @@ async def test_a_drain_is_verified_only_once_the_store_holds_no_leader(
     assert isinstance(done, ActionVerified), done
     assert done.action_id == succeeded.action_id  # type: ignore[attr-defined]
     assert "leader_imbalance:store-5 clear" in done.detail  # type: ignore[attr-defined]
-    assert watch.writes() == [("POST", f"{API}/schedulers",
-                               {"name": "evict-leader-scheduler", "store_id": 5})]
+    assert watch.writes() == [
+        ("POST", f"{API}/schedulers", {"name": "evict-leader-scheduler", "store_id": 5})
+    ]
     assert len(watch.reads(f"{API}/scheduler-config/evict-leader-scheduler/list")) >= 2

@@ -20,12 +20,25 @@ def test_the_kind_is_registered_and_knows_its_catalog() -> None:
     kind = get_subject_kind("tikv")
     assert isinstance(kind, TikvKind)
     assert list(kind.invariant_names()) == [
-        "store_disconnected", "store_down", "store_offline_stuck", "regions_miss_peer",
-        "regions_down_peer", "regions_pending_peer", "leader_imbalance", "no_pd_leader",
-        "pd_member_unhealthy", "store_disk_low", "latency_slo", "observation_failed",
+        "store_disconnected",
+        "store_down",
+        "store_offline_stuck",
+        "regions_miss_peer",
+        "regions_down_peer",
+        "regions_pending_peer",
+        "leader_imbalance",
+        "no_pd_leader",
+        "pd_member_unhealthy",
+        "store_disk_low",
+        "latency_slo",
+        "observation_failed",
     ]
     assert list(kind.action_names()) == [
-        "transfer_leader", "transfer_peer", "remove_peer", "drain_store", "undrain_store",
+        "transfer_leader",
+        "transfer_peer",
+        "remove_peer",
+        "drain_store",
+        "undrain_store",
         "set_store_weight",
     ]
     assert kind.fault_kinds() == ()
@@ -34,8 +47,11 @@ def test_the_kind_is_registered_and_knows_its_catalog() -> None:
 
 def test_deploy_and_sizes_say_tikv_cannot_be_started_here(tmp_path: Path) -> None:
     kind = TikvKind()
-    for call in (lambda: kind.deploy({}, None, tmp_path, print), lambda: kind.sized(3),
-                 lambda: kind.validate({}, {})):
+    for call in (
+        lambda: kind.deploy({}, None, tmp_path, print),
+        lambda: kind.sized(3),
+        lambda: kind.validate({}, {}),
+    ):
         with pytest.raises(SpecError) as caught:
             call()
         assert str(caught.value).endswith(NO_LAB)
@@ -46,11 +62,19 @@ def test_deploy_and_sizes_say_tikv_cannot_be_started_here(tmp_path: Path) -> Non
     ("endpoints", "pd", "prometheus"),
     [
         ({"pd": "http://pd:2379"}, ["http://pd:2379"], None),
-        ({"pd": ["http://pd-0:2379", "pd-1:2379/"], "prometheus": "http://prom:9090"},
-         ["http://pd-0:2379", "http://pd-1:2379"], "http://prom:9090"),
-        ({"pd": {"endpoints": ["http://pd:2379"]}, "prometheus": {"url": "http://prom:9090",
-                                                                 "window": "30s"}},
-         ["http://pd:2379"], "http://prom:9090"),
+        (
+            {"pd": ["http://pd-0:2379", "pd-1:2379/"], "prometheus": "http://prom:9090"},
+            ["http://pd-0:2379", "http://pd-1:2379"],
+            "http://prom:9090",
+        ),
+        (
+            {
+                "pd": {"endpoints": ["http://pd:2379"]},
+                "prometheus": {"url": "http://prom:9090", "window": "30s"},
+            },
+            ["http://pd:2379"],
+            "http://prom:9090",
+        ),
     ],
 )
 def test_endpoints_take_a_url_a_list_or_an_object(
@@ -70,14 +94,26 @@ def test_endpoints_take_a_url_a_list_or_an_object(
         ({"pd": "http://pd:2379", "prometheus": "gopher://p"}, "prometheus", "not an http(s)"),
         ({"pd": "http://pd:99999"}, "pd", "bad port"),
         ({"pd": "http://pd:2379", "prom": "x"}, "prom", "not a field of a TiKV endpoints"),
-        ({"pd": {"endpoints": ["http://pd:2379"], "password": "x"}}, "pd",
-         "a password needs a username"),
-        ({"pd": "http://pd:2379", "prometheus": {"url": "http://p:9090", "window": "5"}},
-         "prometheus.window", "not a PromQL duration"),
-        ({"pd": "http://pd:2379", "thresholds": {"disk_available_ratio": 2}},
-         "thresholds.disk_available_ratio", "less than 1"),
-        ({"pd": {"endpoints": ["https://pd:2379"], "tls": {"ca_file": "/no/such/ca.pem"}}},
-         "pd.tls", "does not exist"),
+        (
+            {"pd": {"endpoints": ["http://pd:2379"], "password": "x"}},
+            "pd",
+            "a password needs a username",
+        ),
+        (
+            {"pd": "http://pd:2379", "prometheus": {"url": "http://p:9090", "window": "5"}},
+            "prometheus.window",
+            "not a PromQL duration",
+        ),
+        (
+            {"pd": "http://pd:2379", "thresholds": {"disk_available_ratio": 2}},
+            "thresholds.disk_available_ratio",
+            "less than 1",
+        ),
+        (
+            {"pd": {"endpoints": ["https://pd:2379"], "tls": {"ca_file": "/no/such/ca.pem"}}},
+            "pd.tls",
+            "does not exist",
+        ),
     ],
 )
 def test_each_mistake_is_one_error_naming_its_field(
@@ -90,8 +126,13 @@ def test_each_mistake_is_one_error_naming_its_field(
 
 
 def test_an_unreadable_password_file_is_named(tmp_path: Path) -> None:
-    endpoints = {"pd": {"endpoints": ["http://pd:2379"], "username": "ops",
-                        "password_file": str(tmp_path / "missing")}}
+    endpoints = {
+        "pd": {
+            "endpoints": ["http://pd:2379"],
+            "username": "ops",
+            "password_file": str(tmp_path / "missing"),
+        }
+    }
     with pytest.raises(SpecError, match=r"pd\.password_file: cannot read it"):
         TikvKind().validate_endpoints(endpoints)
 
@@ -102,10 +143,16 @@ def test_what_is_shown_of_the_endpoints_never_holds_a_password(
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET + "\n")
     endpoints = {
-        "pd": {"endpoints": ["https://127.0.0.1:2379"], "username": "ops",
-               "password_file": str(secret_file),
-               "tls": {"ca_file": str(tls.ca), "cert_file": str(tls.client_cert),
-                       "key_file": str(tls.client_key)}},
+        "pd": {
+            "endpoints": ["https://127.0.0.1:2379"],
+            "username": "ops",
+            "password_file": str(secret_file),
+            "tls": {
+                "ca_file": str(tls.ca),
+                "cert_file": str(tls.client_cert),
+                "key_file": str(tls.client_key),
+            },
+        },
         "prometheus": f"http://viewer:{SECRET}@prom:9090",
     }
     spec = parse_endpoints(endpoints)
@@ -116,6 +163,7 @@ def test_what_is_shown_of_the_endpoints_never_holds_a_password(
     assert spec.redacted()["prometheus"]["url"] == "http://prom:9090"
     assert "not shown" in spec.redacted()["pd"]["auth"]
     assert SECRET not in repr(spec) and SECRET not in str(spec)
-    inline = parse_endpoints({"pd": {"endpoints": ["http://pd:2379"], "username": "ops",
-                                     "password": SECRET}})
+    inline = parse_endpoints(
+        {"pd": {"endpoints": ["http://pd:2379"], "username": "ops", "password": SECRET}}
+    )
     assert SECRET not in repr(inline) and SECRET not in json.dumps(inline.redacted())

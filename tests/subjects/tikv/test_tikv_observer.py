@@ -36,8 +36,11 @@ EXPECTED = {
     "leaders-evicted": set(),
     "store-disk-full": {"store_disconnected:store-5"},
     "store-offline": {"store_offline_stuck:store-5"},
-    "store-recovering": {"regions_down_peer:store-5", "regions_pending_peer:store-5",
-                         "leader_imbalance:store-5"},
+    "store-recovering": {
+        "regions_down_peer:store-5",
+        "regions_pending_peer:store-5",
+        "leader_imbalance:store-5",
+    },
 }
 
 
@@ -50,8 +53,9 @@ def violations(deployment: Deployment, observation: Observation) -> set[str]:
 
 
 @pytest.mark.parametrize("release", RELEASES)
-async def test_each_situation_breaks_exactly_its_invariants(pd_doubles: Start,
-                                                            release: str) -> None:
+async def test_each_situation_breaks_exactly_its_invariants(
+    pd_doubles: Start, release: str
+) -> None:
     pd = pd_doubles(release=release)
     pd.advertise({"pd-0": pd.url})
     deployment = attach({"pd": pd.url})
@@ -76,8 +80,7 @@ async def test_the_observation_reads_pd_as_an_operator_would(pd_doubles: Start) 
     finally:
         await deployment.subject.close()
     assert isinstance(state, TikvState)
-    assert (state.leader, state.answered_member, state.answered_role) == ("pd-0", "pd-0",
-                                                                          "leader")
+    assert (state.leader, state.answered_member, state.answered_role) == ("pd-0", "pd-0", "leader")
     down = state.stores["store-5"]
     assert down.state_name == "Down" and down.down_peers == 45 and down.pending_peers == 20
     assert down.heartbeat_age_s == pytest.approx(35 * 60 + 12, abs=1.5)
@@ -110,11 +113,15 @@ async def test_a_follower_answering_is_labelled_as_such(pd_doubles: Start) -> No
         await deployment.subject.close()
     state = observation.state
     assert isinstance(state, TikvState)
-    assert (state.answered_member, state.answered_role, state.leader) == ("pd-1", "follower",
-                                                                          "pd-0")
+    assert (state.answered_member, state.answered_role, state.leader) == (
+        "pd-1",
+        "follower",
+        "pd-0",
+    )
     assert "answered by pd-1, follower" in state.summary()
-    assert "answers the console (follower)" in {r.target: r for r in panel.rows}["pd-1"].cells[
-        "notes"]
+    assert (
+        "answers the console (follower)" in {r.target: r for r in panel.rows}["pd-1"].cells["notes"]
+    )
     assert violations(deployment, observation) == {"store_disconnected:store-5"}
     assert leader.requests_to("GET", "/pd/api/v1/stores")[0].headers["pd-redirector"] == "pd-1"
 
@@ -137,8 +144,9 @@ async def test_a_pd_without_a_leader_is_no_pd_leader_and_never_healthy(
 
 
 async def test_a_pd_that_does_not_answer_is_a_failed_source_and_nothing_else() -> None:
-    deployment = attach({"pd": [f"http://127.0.0.1:{free_port()}",
-                                f"http://127.0.0.1:{free_port()}"]})
+    deployment = attach(
+        {"pd": [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"]}
+    )
     try:
         observation = await deployment.subject.observe()
     finally:
@@ -226,8 +234,11 @@ async def test_the_sampler_without_prometheus_draws_regions_and_leaders(
     deployment = attach({"pd": pd.url})
     assert deployment.workload is not None
     try:
-        assert [s.key for s in deployment.workload.series] == ["regions", "leaders_min",
-                                                               "leaders_max"]
+        assert [s.key for s in deployment.workload.series] == [
+            "regions",
+            "leaders_min",
+            "leaders_max",
+        ]
         sample = await deployment.workload.sample()  # type: ignore[attr-defined]
     finally:
         await deployment.subject.close()
@@ -241,13 +252,16 @@ async def test_the_store_slow_condition_holds_while_the_slow_score_is_high(
     pd = pd_doubles(situation="slow-store")
     deployment = attach({"pd": pd.url})
     try:
-        slow = deployment.subject.condition("store_slow", "store-5",
-                                            await deployment.subject.observe())
+        slow = deployment.subject.condition(
+            "store_slow", "store-5", await deployment.subject.observe()
+        )
         pd.set_situation("leaders-evicted")
-        settled = deployment.subject.condition("store_slow", "store-5",
-                                               await deployment.subject.observe())
-        other = deployment.subject.condition("node_serving", "store-5",
-                                             await deployment.subject.observe())
+        settled = deployment.subject.condition(
+            "store_slow", "store-5", await deployment.subject.observe()
+        )
+        other = deployment.subject.condition(
+            "node_serving", "store-5", await deployment.subject.observe()
+        )
     finally:
         await deployment.subject.close()
     assert slow is not None and slow.holds and "slow score 100" in slow.remains

@@ -36,8 +36,9 @@ from tests.subjects.tikv.prometheus_harness import (
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.asyncio(loop_scope="module"),
-    pytest.mark.skipif(prometheus_binary() is None,
-                       reason="no prometheus binary at /usr/bin/prometheus"),
+    pytest.mark.skipif(
+        prometheus_binary() is None, reason="no prometheus binary at /usr/bin/prometheus"
+    ),
 ]
 
 SETS = ("healthy", "store-disconnected", "pd-member-down")
@@ -60,8 +61,11 @@ async def prom(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Runnin
 
 
 def endpoints(pd: PDDouble, prom: RunningPrometheus, metrics: str, **extra: Any) -> dict[str, Any]:
-    return {"pd": pd.url, "prometheus": {"url": prom.url, "labels": f'cluster="{metrics}"',
-                                         "window": f"{WINDOW_S}s"}, **extra}
+    return {
+        "pd": pd.url,
+        "prometheus": {"url": prom.url, "labels": f'cluster="{metrics}"', "window": f"{WINDOW_S}s"},
+        **extra,
+    }
 
 
 def attach(data: dict[str, Any]) -> Deployment:
@@ -76,10 +80,23 @@ async def diagnose(deployment: Deployment, invariant: str, target: str) -> Any:
     kit = deployment.agent
     assert kit is not None
     observation = await deployment.subject.observe()
-    (violation,) = [v for i in deployment.subject.invariants for v in i.check(observation)
-                    if v.dedup_key == f"{invariant}:{target}"]
-    ticket = TicketContext(1, "tikv", invariant, target, "warning", violation.message,
-                           violation.details, kit.runbook, kit.context)
+    (violation,) = [
+        v
+        for i in deployment.subject.invariants
+        for v in i.check(observation)
+        if v.dedup_key == f"{invariant}:{target}"
+    ]
+    ticket = TicketContext(
+        1,
+        "tikv",
+        invariant,
+        target,
+        "warning",
+        violation.message,
+        violation.details,
+        kit.runbook,
+        kit.context,
+    )
     return await RulesBrain(kit.hypotheses).investigate(ticket, kit.toolbox(), lambda _s: None)
 
 
@@ -103,15 +120,16 @@ async def test_each_store_carries_prometheus_figures(
         # them by half a scrape interval at most, a few percent of a 5 s window. Quantiles
         # come from rates of series scraped together, so those edges cancel out.
         assert got.qps == pytest.approx(expected.qps(metrics, name), rel=0.25)
-        p99 = expected.bucket_quantile(metrics, name, "tikv_grpc_msg_duration_seconds",
-                                       keep=lambda lb: lb["type"] != "kv_gc")
+        p99 = expected.bucket_quantile(
+            metrics, name, "tikv_grpc_msg_duration_seconds", keep=lambda lb: lb["type"] != "kv_gc"
+        )
         assert got.grpc_p99_ms == pytest.approx(p99 * 1000, rel=0.01)
-        append = expected.bucket_quantile(metrics, name,
-                                          "tikv_raftstore_append_log_duration_seconds")
+        append = expected.bucket_quantile(
+            metrics, name, "tikv_raftstore_append_log_duration_seconds"
+        )
         assert got.append_p99_ms == pytest.approx(append * 1000, rel=0.01)
         for kind in ("used", "capacity"):  # gauges: the value at the query's instant
-            at_start = expected.value_at(metrics, name, "tikv_store_size_bytes", {"type": kind},
-                                         0)
+            at_start = expected.value_at(metrics, name, "tikv_store_size_bytes", {"type": kind}, 0)
             assert getattr(got, f"{kind}_bytes") == pytest.approx(at_start, rel=0.01)
     assert keys(deployment, observation) == set()  # 51 ms is within the default 200 ms SLO
     row = {r.target: r for r in deployment.subject.panel(observation).rows}["store-5"]
@@ -136,7 +154,8 @@ async def test_a_store_over_the_slo_is_a_slow_store_to_drain(
         await deployment.subject.close()
     assert result.diagnosis.label == "slow_store"
     assert [(r.action, r.params) for r in result.diagnosis.recommended] == [
-        ("drain_store", {"store": "store-5"})]
+        ("drain_store", {"store": "store-5"})
+    ]
     claim = result.diagnosis.evidence[0].claim
     assert claim.startswith("store-5 appends its raft log in 40.") and "x" in claim
     assert keys(deployment, drained) == set()
@@ -165,7 +184,8 @@ async def test_prometheus_tells_a_dead_process_from_a_cut_link(
     assert result.escalation is not None and escalation in result.escalation
     scraped = [e for e in diagnosis.evidence if "status port (tikv-2:20180)" in e.claim]
     assert len(scraped) == 1 and ("up=0" if label == "store_process_died" else "up=1") in (
-        scraped[0].claim)
+        scraped[0].claim
+    )
     assert diagnosis.confidence >= 0.5
 
 
@@ -199,7 +219,9 @@ async def test_the_sampler_draws_qps_and_the_slowest_p99(
     finally:
         await deployment.subject.close()
     assert [(s.key, s.unit, s.alarm) for s in workload.series] == [
-        ("qps", "/s", None), ("grpc_p99_ms", "ms", 150)]
+        ("qps", "/s", None),
+        ("grpc_p99_ms", "ms", 150),
+    ]
     assert sample.values["qps"] == pytest.approx(2700, rel=0.25)  # see the QPS test above
     assert sample.values["grpc_p99_ms"] == pytest.approx(51.2, rel=0.01)
     assert set(sample.per_target) == {"store-1", "store-4", "store-5"}
@@ -231,5 +253,7 @@ async def test_a_prometheus_that_does_not_answer_is_a_failed_source(pd_doubles: 
         await deployment.subject.close()
     assert not observation.sources["prometheus"].ok
     assert "cannot be reached" in observation.sources["prometheus"].reason
-    assert keys(deployment, observation) == {"store_disk_low:store-4",
-                                             "observation_failed:prometheus"}
+    assert keys(deployment, observation) == {
+        "store_disk_low:store-4",
+        "observation_failed:prometheus",
+    }

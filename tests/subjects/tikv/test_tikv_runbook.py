@@ -22,16 +22,29 @@ from tests.subjects.tikv.pd_server import PDDouble
 Start = Callable[..., PDDouble]
 
 
-async def investigate(deployment: Deployment, invariant: str, target: str) -> tuple[
-    BrainResult, list[Step]
-]:
+async def investigate(
+    deployment: Deployment, invariant: str, target: str
+) -> tuple[BrainResult, list[Step]]:
     kit = deployment.agent
     assert kit is not None
     observation = await deployment.subject.observe()
-    (violation,) = [v for inv in deployment.subject.invariants for v in inv.check(observation)
-                    if v.invariant == invariant and v.target == target]
-    ticket = TicketContext(1, "tikv", invariant, target, violation.severity.value,
-                           violation.message, violation.details, kit.runbook, kit.context)
+    (violation,) = [
+        v
+        for inv in deployment.subject.invariants
+        for v in inv.check(observation)
+        if v.invariant == invariant and v.target == target
+    ]
+    ticket = TicketContext(
+        1,
+        "tikv",
+        invariant,
+        target,
+        violation.severity.value,
+        violation.message,
+        violation.details,
+        kit.runbook,
+        kit.context,
+    )
     steps: list[Step] = []
     result = await RulesBrain(kit.hypotheses).investigate(ticket, kit.toolbox(), steps.append)
     assert result.diagnosis is not None
@@ -44,16 +57,33 @@ async def investigate(deployment: Deployment, invariant: str, target: str) -> tu
 
 CASES: list[tuple[str, str, str, str, str | None, str]] = [
     # situation, invariant, target, hypothesis, action, what the escalation says
-    ("store-disconnected", "store_disconnected", "store-5", "store_process_died", None,
-     "restart_store"),
+    (
+        "store-disconnected",
+        "store_disconnected",
+        "store-5",
+        "store_process_died",
+        None,
+        "restart_store",
+    ),
     ("store-down", "store_down", "store-5", "store_process_died", None, "restart_store"),
-    ("store-down", "regions_miss_peer", "regions", "no_room_for_replicas", None,
-     "needs 3 Up stores and has 2"),
+    (
+        "store-down",
+        "regions_miss_peer",
+        "regions",
+        "no_room_for_replicas",
+        None,
+        "needs 3 Up stores and has 2",
+    ),
     ("store-disk-full", "store_disconnected", "store-5", "disk_full", None, "disk is full"),
-    ("store-offline", "store_offline_stuck", "store-5", "no_room_for_replicas", None,
-     "cancel the removal"),
-    ("pd-member-down", "pd_member_unhealthy", "pd-2", "pd_member_down", None,
-     "restart_pd_member"),
+    (
+        "store-offline",
+        "store_offline_stuck",
+        "store-5",
+        "no_room_for_replicas",
+        None,
+        "cancel the removal",
+    ),
+    ("pd-member-down", "pd_member_unhealthy", "pd-2", "pd_member_down", None, "restart_pd_member"),
     ("store-disk-85", "store_disk_low", "store-4", "store_filling", None, "more disk"),
     ("slow-store", "leader_imbalance", "store-5", "slow_store", "drain_store", ""),
     ("slow-store-draining", "leader_imbalance", "store-5", "store_draining", None, ""),
@@ -64,11 +94,20 @@ CASES: list[tuple[str, str, str, str, str | None, str]] = [
 
 
 @pytest.mark.parametrize("release", ["v7.5.7", "v8.5.7"])
-@pytest.mark.parametrize(("situation", "invariant", "target", "label", "action", "escalation"),
-                         CASES, ids=[f"{c[0]}:{c[1]}" for c in CASES])
+@pytest.mark.parametrize(
+    ("situation", "invariant", "target", "label", "action", "escalation"),
+    CASES,
+    ids=[f"{c[0]}:{c[1]}" for c in CASES],
+)
 async def test_each_ticket_gets_the_hypothesis_its_evidence_supports(
-    pd_doubles: Start, release: str, situation: str, invariant: str, target: str, label: str,
-    action: str | None, escalation: str,
+    pd_doubles: Start,
+    release: str,
+    situation: str,
+    invariant: str,
+    target: str,
+    label: str,
+    action: str | None,
+    escalation: str,
 ) -> None:
     pd = pd_doubles(release=release, situation=situation)
     deployment = TikvKind().attach({"pd": pd.url}, None, lambda _s: None)  # type: ignore[arg-type]
@@ -86,8 +125,15 @@ async def test_each_ticket_gets_the_hypothesis_its_evidence_supports(
         assert result.escalation is None
     assert diagnosis.evidence, "a diagnosis without evidence"
     assert {s.tool for s in steps if s.kind is StepKind.TOOL_CALL} <= {
-        "stores", "store_detail", "region_check", "region", "pd_members", "schedulers",
-        "operators", "pd_config"}  # no Prometheus given, so none of its queries
+        "stores",
+        "store_detail",
+        "region_check",
+        "region",
+        "pd_members",
+        "schedulers",
+        "operators",
+        "pd_config",
+    }  # no Prometheus given, so none of its queries
 
 
 async def test_a_slow_store_recommends_a_drain_with_its_numbers(pd_doubles: Start) -> None:
@@ -121,15 +167,23 @@ async def test_tools_answer_from_pd_and_refuse_bad_input(pd_doubles: Start) -> N
     try:
         assert "prometheus" not in box.names()
         calls: dict[str, Any] = {
-            "stores": {}, "store_detail": {"store": 5}, "region_check": {"kind": "down-peer"},
-            "region": {"region": "region-14"}, "pd_members": {}, "schedulers": {},
-            "operators": {}, "pd_config": {}, "list_actions": {},
+            "stores": {},
+            "store_detail": {"store": 5},
+            "region_check": {"kind": "down-peer"},
+            "region": {"region": "region-14"},
+            "pd_members": {},
+            "schedulers": {},
+            "operators": {},
+            "pd_config": {},
+            "list_actions": {},
         }
         out = {name: await box.call(name, args) for name, args in calls.items()}
-        bad = [await box.call("store_detail", {"store": "node-1"}),
-               await box.call("region_check", {"kind": "all"}),
-               await box.call("stores", {"extra": 1}),
-               await box.call("region", {"region": 999999})]
+        bad = [
+            await box.call("store_detail", {"store": "node-1"}),
+            await box.call("region_check", {"kind": "all"}),
+            await box.call("stores", {"extra": 1}),
+            await box.call("region", {"region": 999999}),
+        ]
     finally:
         await deployment.subject.close()
     assert all(not o.is_error for o in out.values()), {k: o.content for k, o in out.items()}

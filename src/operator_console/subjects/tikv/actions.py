@@ -171,8 +171,9 @@ class TikvActions:
             stores, evicted = await self.pd.stores(), await self.pd.evict_leader_stores()
         except PDError as exc:
             raise _pd(exc) from None
-        others = [s for s in stores
-                  if s.id != store_id and s.state_name == "Up" and s.id not in evicted]
+        others = [
+            s for s in stores if s.id != store_id and s.state_name == "Up" and s.id not in evicted
+        ]
         if any(s.id == store_id for s in stores) and not others:
             raise ActionFailed(
                 f"refusing to drain {p.store}: no other Up store could take its leaders"
@@ -234,13 +235,17 @@ ACTIONS: tuple[_Def, ...] = (
         "transfer_leader",
         "Ask PD to move one region's leader to another store that holds a voter of it "
         "(POST /pd/api/v1/operators, transfer-leader).",
-        TransferLeaderParams, "low", ("leader_imbalance",), ("region", "to_store"),
+        TransferLeaderParams,
+        "low",
+        ("leader_imbalance",),
+        ("region", "to_store"),
     ),
     _Def(
         "transfer_peer",
         "Ask PD to move one region's replica from one store to another (transfer-peer): the "
         "target store receives a snapshot of the region.",
-        TransferPeerParams, "medium",
+        TransferPeerParams,
+        "medium",
         ("regions_down_peer", "regions_pending_peer", "store_offline_stuck"),
         ("region", "from_store", "to_store"),
     ),
@@ -249,27 +254,42 @@ ACTIONS: tuple[_Def, ...] = (
         "Ask PD to remove one region's replica from a store (remove-peer); refused when the "
         "voters left would lack a healthy raft majority. PD adds a replica back elsewhere "
         "when a store has room.",
-        RemovePeerParams, "medium", ("regions_down_peer",), ("region", "store"),
+        RemovePeerParams,
+        "medium",
+        ("regions_down_peer",),
+        ("region", "store"),
     ),
     _Def(
         "drain_store",
         "Hold every leader off a store (evict-leader-scheduler), moving them all at once to "
         "the other stores. A mitigation: the store stops serving reads and writes of its own, "
         "whatever makes it slow stays.",
-        StoreParams, "high", ("latency_slo", "leader_imbalance"), ("store",),
-        effect="mitigate", undo="undrain_store", cause="store_slow", timeout_s=15.0,
+        StoreParams,
+        "high",
+        ("latency_slo", "leader_imbalance"),
+        ("store",),
+        effect="mitigate",
+        undo="undrain_store",
+        cause="store_slow",
+        timeout_s=15.0,
     ),
     _Def(
         "undrain_store",
         "Let a drained store take leaders again (remove its evict-leader entry); PD's "
         "balance-leader brings them back gradually.",
-        StoreParams, "low", ("leader_imbalance",), ("store",),
+        StoreParams,
+        "low",
+        ("leader_imbalance",),
+        ("store",),
     ),
     _Def(
         "set_store_weight",
         "Set a store's leader and region weights (1 is the default): PD then rebalances "
         "leaders and regions across the cluster to match, moving many of them.",
-        StoreWeightParams, "high", ("leader_imbalance", "store_disk_low"), ("store",),
+        StoreWeightParams,
+        "high",
+        ("leader_imbalance", "store_disk_low"),
+        ("store",),
     ),
 )
 ACTION_NAMES: tuple[str, ...] = tuple(d.name for d in ACTIONS)

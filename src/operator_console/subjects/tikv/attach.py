@@ -52,19 +52,27 @@ def attach(endpoints: Mapping[str, Any], on_sample: SampleSink) -> Deployment:
         )
         metrics = MetricsReader(client, prom.targets(), prom.window)
     invariants = default_invariants(spec.thresholds)
-    observer = TikvObserver(pd, invariants=invariants, thresholds=spec.thresholds,
-                            prometheus=metrics)
+    observer = TikvObserver(
+        pd, invariants=invariants, thresholds=spec.thresholds, prometheus=metrics
+    )
 
     def instances() -> dict[str, str]:
         last = observer.last
         state = last.state if last is not None else None
         if not isinstance(state, TikvState):
             return {}
-        return {observer.labels.store_instance(v.status_address): v.target
-                for v in state.stores.values()}
+        return {
+            observer.labels.store_instance(v.status_address): v.target
+            for v in state.stores.values()
+        }
 
-    sampler = TikvSampler(on_sample, pd=pd, metrics=metrics, targets=instances,
-                          p99_alarm_ms=spec.thresholds.grpc_p99_ms)
+    sampler = TikvSampler(
+        on_sample,
+        pd=pd,
+        metrics=metrics,
+        targets=instances,
+        p99_alarm_ms=spec.thresholds.grpc_p99_ms,
+    )
     text = about(spec)
     kit = TikvAgentKit(pd, observer, build_catalog(pd), metrics, about=text)
     return Deployment(

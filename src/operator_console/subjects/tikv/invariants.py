@@ -76,14 +76,21 @@ class StoreDisconnected(_Base):
             late = age is not None and age > self.thresholds.heartbeat_s
             if view.state_name != DISCONNECTED and not late:
                 continue
-            out.append(self._violation(
-                view.target,
-                f"{view.target} ({view.address}) has sent PD no heartbeat for "
-                f"{_minutes(age)} (PD: {view.state_name}); PD moves its leaders to other stores",
-                store_id=view.id, address=view.address, state_name=view.state_name,
-                heartbeat_age_s=age, heartbeat_limit_s=self.thresholds.heartbeat_s,
-                leaders=view.leaders, regions=view.regions,
-            ))
+            out.append(
+                self._violation(
+                    view.target,
+                    f"{view.target} ({view.address}) has sent PD no heartbeat for "
+                    f"{_minutes(age)} (PD: {view.state_name}); "
+                    "PD moves its leaders to other stores",
+                    store_id=view.id,
+                    address=view.address,
+                    state_name=view.state_name,
+                    heartbeat_age_s=age,
+                    heartbeat_limit_s=self.thresholds.heartbeat_s,
+                    leaders=view.leaders,
+                    regions=view.regions,
+                )
+            )
         return out
 
 
@@ -100,15 +107,22 @@ class StoreDown(_Base):
             if view.state_name != DOWN:
                 continue
             limit_text = f" (max-store-down-time {_minutes(limit)})" if limit else ""
-            out.append(self._violation(
-                view.target,
-                f"{view.target} ({view.address}) is Down: no heartbeat for "
-                f"{_minutes(view.heartbeat_age_s)}{limit_text}; {view.down_peers} regions report "
-                f"its peer down and {view.pending_peers} are pending on it",
-                store_id=view.id, address=view.address, heartbeat_age_s=view.heartbeat_age_s,
-                down_peers=view.down_peers, pending_peers=view.pending_peers,
-                regions=view.regions, max_store_down_time_s=limit,
-            ))
+            out.append(
+                self._violation(
+                    view.target,
+                    f"{view.target} ({view.address}) is Down: no heartbeat for "
+                    f"{_minutes(view.heartbeat_age_s)}{limit_text}; "
+                    f"{view.down_peers} regions report "
+                    f"its peer down and {view.pending_peers} are pending on it",
+                    store_id=view.id,
+                    address=view.address,
+                    heartbeat_age_s=view.heartbeat_age_s,
+                    down_peers=view.down_peers,
+                    pending_peers=view.pending_peers,
+                    regions=view.regions,
+                    max_store_down_time_s=limit,
+                )
+            )
         return out
 
 
@@ -128,8 +142,7 @@ class StoreOfflineStuck(_Base):
     def judge(self, state: TikvState) -> list[Violation]:
         now = self._clock()
         offline = [v for v in state.stores.values() if v.state_name == OFFLINE]
-        self._progress = {k: v for k, v in self._progress.items()
-                          if k in {s.id for s in offline}}
+        self._progress = {k: v for k, v in self._progress.items() if k in {s.id for s in offline}}
         replicas = state.config.max_replicas
         others_up = sum(1 for v in state.stores.values() if v.serving)
         out = []
@@ -140,23 +153,32 @@ class StoreOfflineStuck(_Base):
             self._progress[view.id] = (fewest, since)
             if view.regions == 0:
                 continue
-            details = {"store_id": view.id, "regions": view.regions, "up_stores": others_up,
-                       "max_replicas": replicas, "stalled_s": round(now - since, 1)}
+            details = {
+                "store_id": view.id,
+                "regions": view.regions,
+                "up_stores": others_up,
+                "max_replicas": replicas,
+                "stalled_s": round(now - since, 1),
+            }
             if replicas is not None and others_up < replicas:
-                out.append(self._violation(
-                    view.target,
-                    f"{view.target} is being removed but still holds {view.regions} regions, "
-                    f"and cannot shed them: only {others_up} other Up stores for "
-                    f"max-replicas {replicas}",
-                    **details,
-                ))
+                out.append(
+                    self._violation(
+                        view.target,
+                        f"{view.target} is being removed but still holds {view.regions} regions, "
+                        f"and cannot shed them: only {others_up} other Up stores for "
+                        f"max-replicas {replicas}",
+                        **details,
+                    )
+                )
             elif now - since >= self.thresholds.offline_stuck_s:
-                out.append(self._violation(
-                    view.target,
-                    f"{view.target} is being removed but has held {view.regions} regions for "
-                    f"{_minutes(now - since)} without shedding any",
-                    **details,
-                ))
+                out.append(
+                    self._violation(
+                        view.target,
+                        f"{view.target} is being removed but has held {view.regions} regions for "
+                        f"{_minutes(now - since)} without shedding any",
+                        **details,
+                    )
+                )
         return out
 
 
@@ -175,12 +197,17 @@ class RegionsMissPeer(_Base):
         replicas = state.config.max_replicas
         wanted = f"max-replicas {replicas}" if replicas else "max-replicas"
         sample = ", ".join(str(i) for i in check.sample[:5])
-        return [self._violation(
-            REGIONS,
-            f"{check.count} regions have fewer peers than {wanted} (e.g. {sample}); "
-            f"{up} stores are Up",
-            count=check.count, sample=check.sample, max_replicas=replicas, up_stores=up,
-        )]
+        return [
+            self._violation(
+                REGIONS,
+                f"{check.count} regions have fewer peers than {wanted} (e.g. {sample}); "
+                f"{up} stores are Up",
+                count=check.count,
+                sample=check.sample,
+                max_replicas=replicas,
+                up_stores=up,
+            )
+        ]
 
 
 def _peers_on_serving(
@@ -193,12 +220,15 @@ def _peers_on_serving(
             continue  # the store's own ticket (disconnected, down, offline) speaks for them
         target = view.target if view is not None else f"store-{store_id}"
         where = f" ({view.address}, Up)" if view is not None else " (not in PD's store list)"
-        out.append(invariant._violation(
-            target,
-            f"{count} regions report their peer on {target}{where} {what}",
-            store_id=store_id, count=count,
-            uptime_s=view.uptime_s if view is not None else None,
-        ))
+        out.append(
+            invariant._violation(
+                target,
+                f"{count} regions report their peer on {target}{where} {what}",
+                store_id=store_id,
+                count=count,
+                uptime_s=view.uptime_s if view is not None else None,
+            )
+        )
     return out
 
 
@@ -214,7 +244,9 @@ class RegionsDownPeer(_Base):
         if check is None or not check.count:
             return []
         return _peers_on_serving(
-            self, state, lambda s: check.down_by_store,
+            self,
+            state,
+            lambda s: check.down_by_store,
             "down: its leader has not heard from it for max-peer-down-duration",
         )
 
@@ -231,7 +263,9 @@ class RegionsPendingPeer(_Base):
         if check is None or not check.count:
             return []
         return _peers_on_serving(
-            self, state, lambda s: check.pending_by_store,
+            self,
+            state,
+            lambda s: check.pending_by_store,
             "pending: behind on its raft log, waiting for entries or a snapshot",
         )
 
@@ -250,14 +284,19 @@ class LeaderImbalance(_Base):
         out = []
         for view in state.stores.values():
             if view.evicted and view.leaders > 0:
-                out.append(self._violation(
-                    view.target,
-                    f"{view.target}'s leaders are evicted (evict-leader-scheduler) but it "
-                    f"still holds {view.leaders}",
-                    store_id=view.id, leaders=view.leaders, evicted=True,
-                ))
-        eligible = [v for v in state.stores.values()
-                    if v.serving and not v.evicted and v.leader_weight > 0]
+                out.append(
+                    self._violation(
+                        view.target,
+                        f"{view.target}'s leaders are evicted (evict-leader-scheduler) but it "
+                        f"still holds {view.leaders}",
+                        store_id=view.id,
+                        leaders=view.leaders,
+                        evicted=True,
+                    )
+                )
+        eligible = [
+            v for v in state.stores.values() if v.serving and not v.evicted and v.leader_weight > 0
+        ]
         if len(eligible) < 2:
             return out
         scores = {v.target: v.leaders / v.leader_weight for v in eligible}
@@ -270,13 +309,18 @@ class LeaderImbalance(_Base):
         counts = {v.target: v.leaders for v in sorted(eligible, key=lambda v: v.id)}
         side = "fewer" if scores[worst.target] < mean else "more"
         listing = ", ".join(f"{k} {n}" for k, n in counts.items())
-        out.append(self._violation(
-            worst.target,
-            f"{worst.target} holds {worst.leaders} leaders, far {side} than the Up stores' "
-            f"mean of {mean:.0f} per unit of leader weight ({listing})",
-            store_id=worst.id, leaders=counts, mean=round(mean, 1),
-            leader_weight=worst.leader_weight, slow_score=worst.slow_score,
-        ))
+        out.append(
+            self._violation(
+                worst.target,
+                f"{worst.target} holds {worst.leaders} leaders, far {side} than the Up stores' "
+                f"mean of {mean:.0f} per unit of leader weight ({listing})",
+                store_id=worst.id,
+                leaders=counts,
+                mean=round(mean, 1),
+                leader_weight=worst.leader_weight,
+                slow_score=worst.slow_score,
+            )
+        )
         return out
 
 
@@ -290,11 +334,14 @@ class NoPDLeader(_Base):
         if not state.no_leader:
             return []
         said = next(iter(state.failures.values()), "")
-        return [self._violation(
-            PD,
-            f"PD has no leader: {said[:200]}" if said else "PD has no leader",
-            answered_by=state.answered_by, failures=dict(state.failures),
-        )]
+        return [
+            self._violation(
+                PD,
+                f"PD has no leader: {said[:200]}" if said else "PD has no leader",
+                answered_by=state.answered_by,
+                failures=dict(state.failures),
+            )
+        ]
 
 
 class PDMemberUnhealthy(_Base):
@@ -309,7 +356,9 @@ class PDMemberUnhealthy(_Base):
                 m.name,
                 f"PD member {m.name} ({', '.join(m.client_urls)}) fails PD's health check"
                 + (" and Prometheus cannot scrape it" if m.up is False else ""),
-                member_id=m.member_id, client_urls=m.client_urls, scraped=m.up,
+                member_id=m.member_id,
+                client_urls=m.client_urls,
+                scraped=m.up,
             )
             for m in state.members
             if m.healthy is False
@@ -332,14 +381,19 @@ class StoreDiskLow(_Base):
                 continue
             if ratio >= floor:
                 continue
-            out.append(self._violation(
-                view.target,
-                f"{view.target} has {ratio:.0%} of its disk available "
-                f"({view.available_bytes} of {view.capacity_bytes} bytes; floor {floor:.0%})",
-                store_id=view.id, available_ratio=round(ratio, 4),
-                available_bytes=view.available_bytes, capacity_bytes=view.capacity_bytes,
-                low_space_ratio=state.config.low_space_ratio, floor=floor,
-            ))
+            out.append(
+                self._violation(
+                    view.target,
+                    f"{view.target} has {ratio:.0%} of its disk available "
+                    f"({view.available_bytes} of {view.capacity_bytes} bytes; floor {floor:.0%})",
+                    store_id=view.id,
+                    available_ratio=round(ratio, 4),
+                    available_bytes=view.available_bytes,
+                    capacity_bytes=view.capacity_bytes,
+                    low_space_ratio=state.config.low_space_ratio,
+                    floor=floor,
+                )
+            )
         return out
 
 
@@ -366,13 +420,18 @@ class LatencySLO(_Base):
                 continue
             if (m.qps or 0.0) < MIN_QPS_FOR_P99 or m.grpc_p99_ms <= slo:
                 continue
-            out.append(self._violation(
-                view.target,
-                f"{view.target}'s gRPC p99 is {m.grpc_p99_ms:.1f} ms at {m.qps:.0f} requests/s "
-                f"(SLO {slo:.0f} ms)",
-                store_id=view.id, grpc_p99_ms=m.grpc_p99_ms, qps=m.qps, slo_ms=slo,
-                instance=m.instance,
-            ))
+            out.append(
+                self._violation(
+                    view.target,
+                    f"{view.target}'s gRPC p99 is {m.grpc_p99_ms:.1f} ms at {m.qps:.0f} requests/s "
+                    f"(SLO {slo:.0f} ms)",
+                    store_id=view.id,
+                    grpc_p99_ms=m.grpc_p99_ms,
+                    qps=m.qps,
+                    slo_ms=slo,
+                    instance=m.instance,
+                )
+            )
         return out
 
 
@@ -393,11 +452,13 @@ class ObservationFailed(_Base):
                 continue  # no_pd_leader speaks for what a leaderless PD cannot answer
             if source.name.startswith("pd:") and pd_failed:
                 continue  # the "pd" source speaks for its parts
-            out.append(self._violation(
-                source.name,
-                f"source {source.name} keeps failing: {source.state.value} ({source.reason})",
-                source=source.to_dict(),
-            ))
+            out.append(
+                self._violation(
+                    source.name,
+                    f"source {source.name} keeps failing: {source.state.value} ({source.reason})",
+                    source=source.to_dict(),
+                )
+            )
         return out
 
 

@@ -116,8 +116,10 @@ class TikvAgentKit:
             params = ", ".join(spec["params"].get("properties", {}))
             restores = ", ".join(spec["restores"]) or "nothing by itself"
             kind = " A mitigation, not a fix." if spec["effect"] == "mitigate" else ""
-            lines.append(f"- {spec['name']}({params}): {spec['risk']}; restores {restores}. "
-                         f"{spec['description']}{kind}")
+            lines.append(
+                f"- {spec['name']}({params}): {spec['risk']}; restores {restores}. "
+                f"{spec['description']}{kind}"
+            )
         for name, why in self._catalog.unavailable.items():
             lines.append(f"- {name}: not available here ({why}); do not recommend it.")
         return "\n".join(lines)

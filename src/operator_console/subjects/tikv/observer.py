@@ -178,9 +178,9 @@ class TikvObserver:
             failures={"pd": reason},
         )
 
-    def _answering(self, members: Sequence[PDMember], leader: PDMember | None) -> tuple[
-        str | None, str
-    ]:
+    def _answering(
+        self, members: Sequence[PDMember], leader: PDMember | None
+    ) -> tuple[str | None, str]:
         """Which listed member the endpoint in use is, and whether it leads."""
         used = _host_port(self.pd.endpoint_in_use)
         for member in members:
@@ -203,13 +203,18 @@ class TikvObserver:
             sources["pd"] = SourceStatus("pd", SourceState.ERROR, reason)
         else:
             sources["pd"] = SourceStatus("pd", SourceState.OK, latency_ms=elapsed_ms)
-        parts = ["health", "region_stats", *(f"check:{k}" for k in snap.checks), *(
-            name for name in failures if name.startswith("check:"))]
+        parts = [
+            "health",
+            "region_stats",
+            *(f"check:{k}" for k in snap.checks),
+            *(name for name in failures if name.startswith("check:")),
+        ]
         for part in dict.fromkeys(parts):
             key = f"pd:{part}"
             if part in failures:
-                sources[key] = SourceStatus(key, *_reason(snap.errors.get(part)
-                                                          or RuntimeError(failures[part])))
+                sources[key] = SourceStatus(
+                    key, *_reason(snap.errors.get(part) or RuntimeError(failures[part]))
+                )
             else:
                 sources[key] = SourceStatus(key, SourceState.OK)
         health = {h.name: h.healthy for h in snap.health}
@@ -357,12 +362,18 @@ def store_slow(view: StoreView, stores: Sequence[StoreView], t: ThresholdSpec) -
     """A store is slow while TiKV's own slow score is high or its raft log is far slower
     than the other stores' (what a drain hides, and what must end before undoing it)."""
     if view.slow_score >= t.slow_score:
-        return Condition(True, f"{view.target} reports slow score {view.slow_score} "
-                               f"(PD calls a store slow from {t.slow_score})")
+        return Condition(
+            True,
+            f"{view.target} reports slow score {view.slow_score} "
+            f"(PD calls a store slow from {t.slow_score})",
+        )
     slowness = raft_slowness(view, stores)
     if slowness is not None and slowness[0] >= SLOW_RAFT_FACTOR:
         return Condition(True, f"{slowness[1]}: {slowness[0]:.1f}x")
     if slowness is None:
-        return Condition(False, f"{view.target}'s slow score is {view.slow_score} "
-                                "(no raft latency from Prometheus to compare)")
+        return Condition(
+            False,
+            f"{view.target}'s slow score is {view.slow_score} "
+            "(no raft latency from Prometheus to compare)",
+        )
     return Condition(False, f"{view.target}'s slow score is {view.slow_score} and {slowness[1]}")

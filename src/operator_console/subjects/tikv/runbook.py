@@ -68,14 +68,24 @@ class NoRoomForReplicas(TikvHypothesis):
         check = results.get(MISS_PEER)
         if isinstance(check, dict) and check.get("count"):
             sample = [r["region"] for r in check.get("sample", [])][:5]
-            findings.insert(0, _f(f"{check['count']} regions miss a peer, e.g. "
-                                  f"{', '.join(sample)}", MISS_PEER, count=check["count"]))
+            findings.insert(
+                0,
+                _f(
+                    f"{check['count']} regions miss a peer, e.g. {', '.join(sample)}",
+                    MISS_PEER,
+                    count=check["count"],
+                ),
+            )
         if leaving:
-            why = (f"{leaving} cannot be removed: PD needs {replicas} other Up stores for its "
-                   f"replicas and has {len(up)}; add a store, or cancel the removal")
+            why = (
+                f"{leaving} cannot be removed: PD needs {replicas} other Up stores for its "
+                f"replicas and has {len(up)}; add a store, or cancel the removal"
+            )
         else:
-            why = (f"the missing replicas cannot be made up: PD needs {replicas} Up stores and "
-                   f"has {len(up)}; bring the lost store back or add one")
+            why = (
+                f"the missing replicas cannot be made up: PD needs {replicas} Up stores and "
+                f"has {len(up)}; bring the lost store back or add one"
+            )
         return self.blocked(0.9, findings, why + " (no action of this console adds a store)")
 
 
@@ -88,13 +98,19 @@ class ReplicasBeingAdded(TikvHypothesis):
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
         ops = need(results, OPERATORS)
-        moving = [o for o in ops["operators"]
-                  if any(k in ("region", "replica") for k in o["kinds"])
-                  and "remove" not in o["desc"] and not o["finished"]]
+        moving = [
+            o
+            for o in ops["operators"]
+            if any(k in ("region", "replica") for k in o["kinds"])
+            and "remove" not in o["desc"]
+            and not o["finished"]
+        ]
         if not moving:
             return reject("no pending operator adds or moves a replica")
-        claim = f"{len(moving)} operators add or move replicas: {moving[0]['desc']} on " \
-                f"{moving[0]['region']}"
+        claim = (
+            f"{len(moving)} operators add or move replicas: {moving[0]['desc']} on "
+            f"{moving[0]['region']}"
+        )
         return explain(0.6, [_f(claim, OPERATORS, operators=[o["desc"] for o in moving])])
 
 
@@ -120,13 +136,24 @@ class PDMemberDown(TikvHypothesis):
         members, m = _member(results, ticket.target)
         if m["healthy"] is not False:
             return reject(f"{ticket.target} passes PD's health check now")
-        findings = [_f(f"PD's health check fails for {ticket.target}", MEMBERS,
-                       member=ticket.target, healthy=False)]
+        findings = [
+            _f(
+                f"PD's health check fails for {ticket.target}",
+                MEMBERS,
+                member=ticket.target,
+                healthy=False,
+            )
+        ]
         if m["prometheus_scrapes_it"] is True:
             return reject("Prometheus still scrapes it: the process runs")
         if m["prometheus_scrapes_it"] is False:
-            findings.append(_f(f"Prometheus cannot scrape {ticket.target} either", MEMBERS,
-                               prometheus_scrapes_it=False))
+            findings.append(
+                _f(
+                    f"Prometheus cannot scrape {ticket.target} either",
+                    MEMBERS,
+                    prometheus_scrapes_it=False,
+                )
+            )
         score = 0.9 if m["prometheus_scrapes_it"] is False else 0.6
         leader = members.get("leader")
         if leader:
@@ -145,13 +172,26 @@ class PDMemberPartitioned(TikvHypothesis):
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
         _, m = _member(results, ticket.target)
         if m["healthy"] is not False or m["prometheus_scrapes_it"] is not True:
-            return reject(f"{ticket.target}: healthy={m['healthy']}, "
-                          f"scraped by Prometheus={m['prometheus_scrapes_it']}")
-        findings = [_f(f"{ticket.target} fails PD's health check but Prometheus scrapes it",
-                       MEMBERS, healthy=False, prometheus_scrapes_it=True)]
-        return self.blocked(0.8, findings, (
-            f"{ticket.target} runs but its PD peers cannot reach it: restore the network "
-            "between the PD members"))
+            return reject(
+                f"{ticket.target}: healthy={m['healthy']}, "
+                f"scraped by Prometheus={m['prometheus_scrapes_it']}"
+            )
+        findings = [
+            _f(
+                f"{ticket.target} fails PD's health check but Prometheus scrapes it",
+                MEMBERS,
+                healthy=False,
+                prometheus_scrapes_it=True,
+            )
+        ]
+        return self.blocked(
+            0.8,
+            findings,
+            (
+                f"{ticket.target} runs but its PD peers cannot reach it: restore the network "
+                "between the PD members"
+            ),
+        )
 
 
 class PDQuorumLost(TikvHypothesis):
@@ -167,11 +207,21 @@ class PDQuorumLost(TikvHypothesis):
         down = [m["name"] for m in listed if m["healthy"] is False]
         if not listed or len(down) * 2 < len(listed):
             return reject(f"{len(down)} of {len(listed)} PD members fail their health check")
-        findings = [_f(f"{len(down)} of {len(listed)} PD members are unhealthy: "
-                       f"{', '.join(down)}", MEMBERS, unhealthy=down)]
-        return self.blocked(0.9, findings, (
-            "PD has lost its quorum: bring the down members back (no action of this console "
-            "starts a PD process)"))
+        findings = [
+            _f(
+                f"{len(down)} of {len(listed)} PD members are unhealthy: {', '.join(down)}",
+                MEMBERS,
+                unhealthy=down,
+            )
+        ]
+        return self.blocked(
+            0.9,
+            findings,
+            (
+                "PD has lost its quorum: bring the down members back (no action of this console "
+                "starts a PD process)"
+            ),
+        )
 
 
 class PDElection(TikvHypothesis):
@@ -187,8 +237,13 @@ class PDElection(TikvHypothesis):
             return reject(f"PD has a leader again: {members['leader']}")
         healthy = [m["name"] for m in members["members"] if m["healthy"]]
         said = next(iter((members.get("failures") or {}).values()), "no leader")
-        findings = [_f(f"the member that answered says: {said[:160]}", MEMBERS,
-                       answered_by=members["answered_by"])]
+        findings = [
+            _f(
+                f"the member that answered says: {said[:160]}",
+                MEMBERS,
+                answered_by=members["answered_by"],
+            )
+        ]
         if healthy:
             findings.append(_f(f"healthy members: {', '.join(healthy)}", MEMBERS, healthy=healthy))
         return explain(0.5, findings)
@@ -207,21 +262,33 @@ class StoreFilling(TikvHypothesis):
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
         d, stores = need(results, store_detail(ticket.target)), need(results, STORES)
         floor = float(ticket.details.get("floor") or 0.2)
-        roomy = [s["store"] for s in stores["stores"]
-                 if s["store"] != ticket.target and s["state_name"] == "Up"
-                 and (s["available_ratio"] or 0) >= floor]
+        roomy = [
+            s["store"]
+            for s in stores["stores"]
+            if s["store"] != ticket.target
+            and s["state_name"] == "Up"
+            and (s["available_ratio"] or 0) >= floor
+        ]
         if not roomy:
             return reject("no other Up store has room either")
         findings = [
-            _f(f"{ticket.target} has {d['available']} of {d['capacity']} available "
-               f"({d['available_ratio']:.0%})", store_detail(ticket.target),
-               available_ratio=d["available_ratio"]),
+            _f(
+                f"{ticket.target} has {d['available']} of {d['capacity']} available "
+                f"({d['available_ratio']:.0%})",
+                store_detail(ticket.target),
+                available_ratio=d["available_ratio"],
+            ),
             _f(f"stores with room: {', '.join(roomy)}", STORES, roomy=roomy),
         ]
-        return self.blocked(0.8, findings, (
-            f"{ticket.target} is short of disk while {', '.join(roomy)} have room: PD's "
-            "low-space scoring moves regions off it; give it more disk before it fills "
-            "(no action of this console adds disk)"))
+        return self.blocked(
+            0.8,
+            findings,
+            (
+                f"{ticket.target} is short of disk while {', '.join(roomy)} have room: PD's "
+                "low-space scoring moves regions off it; give it more disk before it fills "
+                "(no action of this console adds disk)"
+            ),
+        )
 
 
 class ClusterOutOfSpace(TikvHypothesis):
@@ -238,9 +305,11 @@ class ClusterOutOfSpace(TikvHypothesis):
         low = [s["store"] for s in up if (s["available_ratio"] or 1) < floor]
         if not up or len(low) < len(up):
             return reject(f"{len(up) - len(low)} Up stores still have room")
-        return self.blocked(0.9, [_f(f"every Up store is under {floor:.0%} available",
-                                     STORES, low=low)],
-                            "add stores (or disk) to the cluster: every store is short of space")
+        return self.blocked(
+            0.9,
+            [_f(f"every Up store is under {floor:.0%} available", STORES, low=low)],
+            "add stores (or disk) to the cluster: every store is short of space",
+        )
 
 
 class HotStore(TikvHypothesis):
@@ -252,8 +321,11 @@ class HotStore(TikvHypothesis):
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
         stores = need(results, STORES)
-        qps = {s["store"]: (s["prometheus"] or {}).get("qps") for s in stores["stores"]
-               if s["state_name"] == "Up"}
+        qps = {
+            s["store"]: (s["prometheus"] or {}).get("qps")
+            for s in stores["stores"]
+            if s["state_name"] == "Up"
+        }
         mine = qps.get(ticket.target)
         others = sorted(v for k, v in qps.items() if k != ticket.target and v)
         if not mine or not others:
@@ -275,13 +347,19 @@ class ClusterWideSlow(TikvHypothesis):
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
         stores = need(results, STORES)
         slo = float(ticket.details.get("slo_ms") or 0)
-        p99 = {s["store"]: (s["prometheus"] or {}).get("grpc_p99_ms")
-               for s in stores["stores"] if s["state_name"] == "Up"}
+        p99 = {
+            s["store"]: (s["prometheus"] or {}).get("grpc_p99_ms")
+            for s in stores["stores"]
+            if s["state_name"] == "Up"
+        }
         fast = [k for k, v in p99.items() if v is not None and v <= slo]
         if fast or len(p99) < 2:
             return reject(f"{', '.join(fast) or 'no other store'} stays under the SLO")
-        return self.blocked(0.7, [_f(f"every Up store is over {slo:.0f} ms", STORES, p99=p99)],
-                            "every store is slow alike: a person must look at the load")
+        return self.blocked(
+            0.7,
+            [_f(f"every Up store is over {slo:.0f} ms", STORES, p99=p99)],
+            "every store is slow alike: a person must look at the load",
+        )
 
 
 # ---------------------------------------------------------------- observation
@@ -319,8 +397,16 @@ class SourceRecovered(TikvHypothesis):
         failed = {s["name"] for s in need(results, STORES)["failed_sources"]}
         if ticket.target in failed:
             return reject(f"{ticket.target} still fails")
-        return explain(0.4, [_f(f"{ticket.target} is not among the failed sources", STORES,
-                                failed_sources=sorted(failed))])
+        return explain(
+            0.4,
+            [
+                _f(
+                    f"{ticket.target} is not among the failed sources",
+                    STORES,
+                    failed_sources=sorted(failed),
+                )
+            ],
+        )
 
 
 _STORE_SILENT = (StoreProcessDied, NetworkPartition, DiskFull)

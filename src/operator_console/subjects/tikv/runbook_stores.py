@@ -46,9 +46,9 @@ class TikvHypothesis(RunbookHypothesis):
         return Assessment(score=score, findings=findings, blocked=why)
 
 
-def scraped(ticket: TicketContext, results: Results, detail: dict[str, Any]) -> tuple[
-    bool | None, Finding | None
-]:
+def scraped(
+    ticket: TicketContext, results: Results, detail: dict[str, Any]
+) -> tuple[bool | None, Finding | None]:
     """Whether Prometheus still scrapes the store's status port, and the finding saying so."""
     answer = results.get(TARGETS_UP)
     instance = (detail.get("prometheus") or {}).get("instance") or detail.get("status_address")
@@ -57,8 +57,10 @@ def scraped(ticket: TicketContext, results: Results, detail: dict[str, Any]) -> 
         value = (answer.get("stores") or {}).get(ticket.target, values.get(instance))
         if value is not None:
             up = value == 1
-            claim = (f"Prometheus {'still scrapes' if up else 'cannot scrape'} {ticket.target}'s "
-                     f"status port ({instance}): up={value:g}")
+            claim = (
+                f"Prometheus {'still scrapes' if up else 'cannot scrape'} {ticket.target}'s "
+                f"status port ({instance}): up={value:g}"
+            )
             return up, _f(claim, TARGETS_UP, instance=instance, up=value)
     return None, None
 
@@ -103,8 +105,10 @@ class StoreProcessDied(_StoreHypothesis):
             score = 0.7 if ratio is not None and ratio < FULL_DISK_RATIO else 0.9
             why = f"nothing answers on {ticket.target}'s ports: start its TiKV process again"
             return self.fix(score, findings, "restart_store", params, why)
-        why = (f"PD hears nothing from {ticket.target}; without Prometheus a dead process and a "
-               "cut link look alike, and a dead process is the likelier")
+        why = (
+            f"PD hears nothing from {ticket.target}; without Prometheus a dead process and a "
+            "cut link look alike, and a dead process is the likelier"
+        )
         return self.fix(0.5, findings, "restart_store", params, why)
 
 
@@ -121,10 +125,15 @@ class NetworkPartition(_StoreHypothesis):
             return explain(0.3, findings)
         assert seen is not None
         findings.append(seen)
-        return self.blocked(0.85, findings, (
-            f"{ticket.target}'s process answers Prometheus but PD has no heartbeat from it: the "
-            "link between the store and PD is cut; a person must restore it (no action of this "
-            "console reaches the network)"))
+        return self.blocked(
+            0.85,
+            findings,
+            (
+                f"{ticket.target}'s process answers Prometheus but PD has no heartbeat from it: "
+                "the link between the store and PD is cut; a person must restore it "
+                "(no action of this console reaches the network)"
+            ),
+        )
 
 
 class DiskFull(_StoreHypothesis):
@@ -138,13 +147,27 @@ class DiskFull(_StoreHypothesis):
             return reject("no disk figures for it from PD or Prometheus")
         if ratio >= FULL_DISK_RATIO:
             return reject(f"its last report showed {ratio:.0%} of its disk available")
-        claim = (f"{ticket.target}'s last report had {d['available']} of {d['capacity']} "
-                 f"available ({ratio:.1%})")
-        findings.append(_f(claim, store_detail(ticket.target), available_ratio=ratio,
-                           available=d["available"], capacity=d["capacity"]))
-        return self.blocked(1.0, findings, (
-            f"{ticket.target}'s disk is full: free space on it (or give it a bigger disk), then "
-            "start its TiKV process again; no action of this console frees disk"))
+        claim = (
+            f"{ticket.target}'s last report had {d['available']} of {d['capacity']} "
+            f"available ({ratio:.1%})"
+        )
+        findings.append(
+            _f(
+                claim,
+                store_detail(ticket.target),
+                available_ratio=ratio,
+                available=d["available"],
+                capacity=d["capacity"],
+            )
+        )
+        return self.blocked(
+            1.0,
+            findings,
+            (
+                f"{ticket.target}'s disk is full: free space on it (or give it a bigger disk), "
+                "then start its TiKV process again; no action of this console frees disk"
+            ),
+        )
 
 
 # --------------------------------------------------------------- slow and settling
@@ -186,8 +209,10 @@ class SlowStore(TikvHypothesis):
         if d.get("leaders_evicted"):
             return reject(f"{ticket.target}'s leaders are evicted already ({leaders} left)")
         score = 1.0 if len(findings) > 1 or d["slow_score"] >= SLOW_SCORE else 0.8
-        why = (f"keep every leader off {ticket.target} while it is slow, so clients are served "
-               "by the other stores; undo it once the store is fast again")
+        why = (
+            f"keep every leader off {ticket.target} while it is slow, so clients are served "
+            "by the other stores; undo it once the store is fast again"
+        )
         return self.fix(score, findings, "drain_store", {"store": ticket.target}, why)
 
 
@@ -204,10 +229,16 @@ class StoreDraining(TikvHypothesis):
         if ticket.target not in s.get("evict_leader_stores", []):
             return reject(f"no evict-leader-scheduler holds leaders off {ticket.target}")
         claims = [
-            _f(f"the evict-leader-scheduler holds leaders off {ticket.target}",
-               Probe("schedulers"), evict_leader_stores=s["evict_leader_stores"]),
-            _f(f"{ticket.target} still holds {d['leaders']} leaders",
-               store_detail(ticket.target), leaders=d["leaders"]),
+            _f(
+                f"the evict-leader-scheduler holds leaders off {ticket.target}",
+                Probe("schedulers"),
+                evict_leader_stores=s["evict_leader_stores"],
+            ),
+            _f(
+                f"{ticket.target} still holds {d['leaders']} leaders",
+                store_detail(ticket.target),
+                leaders=d["leaders"],
+            ),
         ]
         return explain(0.7, claims)
 
@@ -228,10 +259,13 @@ class StoreRestarted(TikvHypothesis):
             return reject(f"{ticket.target} is {d['state_name']} with uptime {shown}")
         claims = [_f(f"{ticket.target} has been up for {uptime:.0f} s", probe, uptime_s=uptime)]
         if d["down_peers"] or d["pending_peers"]:
-            claim = (f"regions still list {d['down_peers']} down and {d['pending_peers']} "
-                     f"pending peers on it (from before it came back)")
-            claims.append(_f(claim, probe, down_peers=d["down_peers"],
-                             pending_peers=d["pending_peers"]))
+            claim = (
+                f"regions still list {d['down_peers']} down and {d['pending_peers']} "
+                f"pending peers on it (from before it came back)"
+            )
+            claims.append(
+                _f(claim, probe, down_peers=d["down_peers"], pending_peers=d["pending_peers"])
+            )
         if ticket.invariant == "leader_imbalance":
             claim = f"it holds {d['leaders']} leaders; PD's balance-leader brings them back"
             claims.append(_f(claim, probe, leaders=d["leaders"]))
@@ -253,10 +287,18 @@ class PeersUnreachable(TikvHypothesis):
             return reject(f"{ticket.target} is {d['state_name']} with {d['down_peers']} down peers")
         if uptime is not None and uptime < RECENT_START_S:
             return reject(f"{ticket.target} restarted {uptime:.0f} s ago: its down peers are stale")
-        claim = (f"{d['down_peers']} regions report {ticket.target}'s peer down while it "
-                 f"heartbeats to PD ({d['heartbeat_age_s']} s ago)")
-        findings = [_f(claim, probe, down_peers=d["down_peers"],
-                       heartbeat_age_s=d["heartbeat_age_s"])]
-        return self.blocked(0.6, findings, (
-            f"{ticket.target} reaches PD but not its raft peers: a network fault between the "
-            "TiKV stores; a person must restore it"))
+        claim = (
+            f"{d['down_peers']} regions report {ticket.target}'s peer down while it "
+            f"heartbeats to PD ({d['heartbeat_age_s']} s ago)"
+        )
+        findings = [
+            _f(claim, probe, down_peers=d["down_peers"], heartbeat_age_s=d["heartbeat_age_s"])
+        ]
+        return self.blocked(
+            0.6,
+            findings,
+            (
+                f"{ticket.target} reaches PD but not its raft peers: a network fault between the "
+                "TiKV stores; a person must restore it"
+            ),
+        )

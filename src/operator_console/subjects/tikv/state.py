@@ -25,8 +25,8 @@ def region_target(region_id: int) -> str:
 def target_id(target: str, kind: str) -> int | None:
     """5 from "store-5" (kind "store"), None when the target is not of that kind."""
     prefix = f"{kind}-"
-    if target.startswith(prefix) and target[len(prefix):].isdigit():
-        return int(target[len(prefix):])
+    if target.startswith(prefix) and target[len(prefix) :].isdigit():
+        return int(target[len(prefix) :])
     return None
 
 
@@ -159,9 +159,11 @@ class TikvState:
         text += f", {self.answered_role})"
         if self.region_count is not None:
             text += f"; {self.region_count} regions"
-        flagged = [f"{self.check_count(k)} {k}" for k in ("miss-peer", "down-peer",
-                                                          "pending-peer", "offline-peer")
-                   if self.check_count(k)]
+        flagged = [
+            f"{self.check_count(k)} {k}"
+            for k in ("miss-peer", "down-peer", "pending-peer", "offline-peer")
+            if self.check_count(k)
+        ]
         if flagged:
             text += " (" + ", ".join(flagged) + ")"
         unhealthy = [m.name for m in self.members if m.healthy is False]

@@ -25,8 +25,12 @@ _EMPTY: dict[str, Any] = {"type": "object", "properties": {}, "additionalPropert
 
 
 def _schema(required: list[str], **props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": required,
-            "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": props,
+        "required": required,
+        "additionalProperties": False,
+    }
 
 
 _STORE = {"type": ["integer", "string"], "description": "a store: its id (5) or store-5"}
@@ -77,8 +81,9 @@ def region_summary(region: Region) -> dict[str, Any]:
         "region": f"region-{region.id}",
         "peers": [{"store": store_target(p.store_id), "role": p.role_name} for p in region.peers],
         "leader": store_target(region.leader.store_id) if region.leader else None,
-        "down_peers": [{"store": store_target(p.store_id), "down_seconds": s}
-                       for p, s in region.down_peers],
+        "down_peers": [
+            {"store": store_target(p.store_id), "down_seconds": s} for p, s in region.down_peers
+        ],
         "pending_peers": [store_target(p.store_id) for p in region.pending_peers],
         "epoch": {"conf_ver": region.conf_ver, "version": region.version},
         "approximate_size_mib": region.approximate_size_mib,
@@ -116,18 +121,25 @@ class TikvTools:
     async def stores(self, tool_input: Mapping[str, Any]) -> ToolOutput:
         only_fields(tool_input)
         observation, state = await self._state()
-        return ToolOutput.of({
-            "at": observation.at.isoformat(),
-            "pd_time": state.pd_time,
-            "summary": state.summary(),
-            "stores": [store_summary(v) for v in sorted(state.stores.values(),
-                                                        key=lambda v: v.id)],
-            "evict_leader_stores": [store_target(i) for i in state.evict_leader_stores],
-            "prometheus": ("not given" if not state.prometheus
-                           else "ok" if state.prometheus_ok
-                           else state.failures.get("prometheus", "failed")),
-            "failed_sources": [s.to_dict() for s in observation.failed_sources],
-        })
+        return ToolOutput.of(
+            {
+                "at": observation.at.isoformat(),
+                "pd_time": state.pd_time,
+                "summary": state.summary(),
+                "stores": [
+                    store_summary(v) for v in sorted(state.stores.values(), key=lambda v: v.id)
+                ],
+                "evict_leader_stores": [store_target(i) for i in state.evict_leader_stores],
+                "prometheus": (
+                    "not given"
+                    if not state.prometheus
+                    else "ok"
+                    if state.prometheus_ok
+                    else state.failures.get("prometheus", "failed")
+                ),
+                "failed_sources": [s.to_dict() for s in observation.failed_sources],
+            }
+        )
 
     async def store_detail(self, tool_input: Mapping[str, Any]) -> ToolOutput:
         only_fields(tool_input, "store")
@@ -153,24 +165,28 @@ class TikvTools:
         if kind not in REGION_CHECKS:
             raise ValueError(f"kind must be one of {', '.join(REGION_CHECKS)}")
         check = await self.pd.region_check(str(kind), sample=SAMPLE)
-        return ToolOutput.of({
-            "kind": check.kind,
-            "count": check.count,
-            "sample": [
-                {
-                    "region": f"region-{b.id}",
-                    "leader": store_target(b.leader_store_id) if b.leader_store_id else None,
-                    "peers": [store_target(i) for i in b.peer_store_ids],
-                    "down_on": [store_target(i) for i in b.down_store_ids],
-                    "pending_on": [store_target(i) for i in b.pending_store_ids],
-                }
-                for b in check.sample
-            ],
-            "down_peers_by_store": {store_target(k): v
-                                    for k, v in sorted(check.down_peers_by_store.items())},
-            "pending_peers_by_store": {store_target(k): v
-                                       for k, v in sorted(check.pending_peers_by_store.items())},
-        })
+        return ToolOutput.of(
+            {
+                "kind": check.kind,
+                "count": check.count,
+                "sample": [
+                    {
+                        "region": f"region-{b.id}",
+                        "leader": store_target(b.leader_store_id) if b.leader_store_id else None,
+                        "peers": [store_target(i) for i in b.peer_store_ids],
+                        "down_on": [store_target(i) for i in b.down_store_ids],
+                        "pending_on": [store_target(i) for i in b.pending_store_ids],
+                    }
+                    for b in check.sample
+                ],
+                "down_peers_by_store": {
+                    store_target(k): v for k, v in sorted(check.down_peers_by_store.items())
+                },
+                "pending_peers_by_store": {
+                    store_target(k): v for k, v in sorted(check.pending_peers_by_store.items())
+                },
+            }
+        )
 
     async def region(self, tool_input: Mapping[str, Any]) -> ToolOutput:
         only_fields(tool_input, "region")
@@ -183,54 +199,81 @@ class TikvTools:
         state = observation.state
         if not isinstance(state, TikvState):
             raise TypeError("not a TiKV state")
-        return ToolOutput.of({
-            "leader": state.leader,
-            "no_leader": state.no_leader,
-            "answered_by": state.answered_by,
-            "answered_member": state.answered_member,
-            "answered_role": state.answered_role,
-            "members": [
-                {"name": m.name, "client_urls": m.client_urls, "leader": m.leader,
-                 "healthy": m.healthy, "prometheus_scrapes_it": m.up, "version": m.version}
-                for m in state.members
-            ],
-            "failures": dict(state.failures),
-        })
+        return ToolOutput.of(
+            {
+                "leader": state.leader,
+                "no_leader": state.no_leader,
+                "answered_by": state.answered_by,
+                "answered_member": state.answered_member,
+                "answered_role": state.answered_role,
+                "members": [
+                    {
+                        "name": m.name,
+                        "client_urls": m.client_urls,
+                        "leader": m.leader,
+                        "healthy": m.healthy,
+                        "prometheus_scrapes_it": m.up,
+                        "version": m.version,
+                    }
+                    for m in state.members
+                ],
+                "failures": dict(state.failures),
+            }
+        )
 
     async def schedulers(self, tool_input: Mapping[str, Any]) -> ToolOutput:
         only_fields(tool_input)
         names = await self.pd.schedulers()
         evicted = await self.pd.evict_leader_stores()
-        return ToolOutput.of({"schedulers": list(names),
-                              "evict_leader_stores": [store_target(i) for i in evicted]})
+        return ToolOutput.of(
+            {"schedulers": list(names), "evict_leader_stores": [store_target(i) for i in evicted]}
+        )
 
     async def operators(self, tool_input: Mapping[str, Any]) -> ToolOutput:
         only_fields(tool_input)
         found = await self.pd.operators()
-        return ToolOutput.of({
-            "count": len(found),
-            "operators": [
-                {"desc": o.desc, "brief": o.brief, "kinds": list(o.kinds),
-                 "region": f"region-{o.region_id}", "steps": list(o.steps),
-                 "current_step": o.current_step, "timeout": o.timeout,
-                 "finished": o.finished, "timed_out": o.timed_out}
-                for o in found
-            ],
-        })
+        return ToolOutput.of(
+            {
+                "count": len(found),
+                "operators": [
+                    {
+                        "desc": o.desc,
+                        "brief": o.brief,
+                        "kinds": list(o.kinds),
+                        "region": f"region-{o.region_id}",
+                        "steps": list(o.steps),
+                        "current_step": o.current_step,
+                        "timeout": o.timeout,
+                        "finished": o.finished,
+                        "timed_out": o.timed_out,
+                    }
+                    for o in found
+                ],
+            }
+        )
 
     async def pd_config(self, tool_input: Mapping[str, Any]) -> ToolOutput:
         only_fields(tool_input)
         replication = await self.pd.replication_config()
         schedule = await self.pd.schedule_config()
-        keep = ("max-store-down-time", "leader-schedule-limit", "region-schedule-limit",
-                "replica-schedule-limit", "low-space-ratio", "high-space-ratio",
-                "enable-remove-down-replica", "enable-replace-offline-replica")
-        return ToolOutput.of({
-            "max_replicas": replication.max_replicas,
-            "location_labels": list(replication.location_labels),
-            "placement_rules": replication.enable_placement_rules,
-            "schedule": {k: schedule.get(k) for k in keep},
-        })
+        keep = (
+            "max-store-down-time",
+            "leader-schedule-limit",
+            "region-schedule-limit",
+            "replica-schedule-limit",
+            "low-space-ratio",
+            "high-space-ratio",
+            "enable-remove-down-replica",
+            "enable-replace-offline-replica",
+        )
+        return ToolOutput.of(
+            {
+                "max_replicas": replication.max_replicas,
+                "location_labels": list(replication.location_labels),
+                "placement_rules": replication.enable_placement_rules,
+                "schedule": {k: schedule.get(k) for k in keep},
+            }
+        )
 
     async def prometheus(self, tool_input: Mapping[str, Any]) -> ToolOutput:
         only_fields(tool_input, "query")
@@ -241,21 +284,28 @@ class TikvTools:
             raise ValueError(f"query must be one of {', '.join(query_names())}")
         values = await self.metrics.named(str(name))
         _, state = await self._state()
-        instances = {self.metrics.labels.store_instance(v.status_address): v.target
-                     for v in state.stores.values()}
-        return ToolOutput.of({
-            "query": name,
-            "values": {k: v for k, v in sorted(values.items())},
-            "stores": {instances[k]: v for k, v in values.items() if k in instances},
-        })
+        instances = {
+            self.metrics.labels.store_instance(v.status_address): v.target
+            for v in state.stores.values()
+        }
+        return ToolOutput.of(
+            {
+                "query": name,
+                "values": {k: v for k, v in sorted(values.items())},
+                "stores": {instances[k]: v for k, v in values.items() if k in instances},
+            }
+        )
 
     async def list_actions(self, tool_input: Mapping[str, Any]) -> ToolOutput:
         only_fields(tool_input)
-        return ToolOutput.of({
-            "actions": self.catalog.describe(),
-            "not_available_here": [{"name": n, "why": w}
-                                   for n, w in self.catalog.unavailable.items()],
-        })
+        return ToolOutput.of(
+            {
+                "actions": self.catalog.describe(),
+                "not_available_here": [
+                    {"name": n, "why": w} for n, w in self.catalog.unavailable.items()
+                ],
+            }
+        )
 
 
 def build_toolbox(
@@ -264,39 +314,98 @@ def build_toolbox(
     tools = TikvTools(pd, observer, catalog, metrics)
     box = Toolbox(unavailable=(PDError, PrometheusError, OSError, RuntimeError))
     specs = [
-        (ToolSpec("stores", "Every store as PD sees it now: state name (Up, Disconnected, "
-                  "Down, Offline), heartbeat age, uptime, leaders, regions, weights, slow score, "
-                  "evicted leaders, down/pending peers, disk, and Prometheus's figures.", _EMPTY),
-         tools.stores),
-        (ToolSpec("store_detail", "One store in full, with how much slower its raft log is "
-                  "than the other stores' (Prometheus).", _schema(["store"], store=_STORE)),
-         tools.store_detail),
-        (ToolSpec("region_check", "One of PD's region checks: how many regions it lists, a "
-                  "sample, and the stores their down or pending peers are on.",
-                  _schema(["kind"], kind={"type": "string", "enum": list(REGION_CHECKS)})),
-         tools.region_check),
-        (ToolSpec("region", "One region by id: peers, leader, down and pending peers.",
-                  _schema(["region"], region=_REGION)), tools.region),
-        (ToolSpec("pd_members", "PD's members: who leads, each one's health, whether "
-                  "Prometheus scrapes it, and which member answered the console.", _EMPTY),
-         tools.pd_members),
-        (ToolSpec("schedulers", "PD's running schedulers and the stores the "
-                  "evict-leader-scheduler holds leaders off.", _EMPTY), tools.schedulers),
-        (ToolSpec("operators", "PD's pending operators (what PD is moving now).", _EMPTY),
-         tools.operators),
-        (ToolSpec("pd_config", "PD's replication and scheduling config: max-replicas, "
-                  "max-store-down-time, schedule limits, space ratios.", _EMPTY),
-         tools.pd_config),
+        (
+            ToolSpec(
+                "stores",
+                "Every store as PD sees it now: state name (Up, Disconnected, "
+                "Down, Offline), heartbeat age, uptime, leaders, regions, weights, slow score, "
+                "evicted leaders, down/pending peers, disk, and Prometheus's figures.",
+                _EMPTY,
+            ),
+            tools.stores,
+        ),
+        (
+            ToolSpec(
+                "store_detail",
+                "One store in full, with how much slower its raft log is "
+                "than the other stores' (Prometheus).",
+                _schema(["store"], store=_STORE),
+            ),
+            tools.store_detail,
+        ),
+        (
+            ToolSpec(
+                "region_check",
+                "One of PD's region checks: how many regions it lists, a "
+                "sample, and the stores their down or pending peers are on.",
+                _schema(["kind"], kind={"type": "string", "enum": list(REGION_CHECKS)}),
+            ),
+            tools.region_check,
+        ),
+        (
+            ToolSpec(
+                "region",
+                "One region by id: peers, leader, down and pending peers.",
+                _schema(["region"], region=_REGION),
+            ),
+            tools.region,
+        ),
+        (
+            ToolSpec(
+                "pd_members",
+                "PD's members: who leads, each one's health, whether "
+                "Prometheus scrapes it, and which member answered the console.",
+                _EMPTY,
+            ),
+            tools.pd_members,
+        ),
+        (
+            ToolSpec(
+                "schedulers",
+                "PD's running schedulers and the stores the "
+                "evict-leader-scheduler holds leaders off.",
+                _EMPTY,
+            ),
+            tools.schedulers,
+        ),
+        (
+            ToolSpec("operators", "PD's pending operators (what PD is moving now).", _EMPTY),
+            tools.operators,
+        ),
+        (
+            ToolSpec(
+                "pd_config",
+                "PD's replication and scheduling config: max-replicas, "
+                "max-store-down-time, schedule limits, space ratios.",
+                _EMPTY,
+            ),
+            tools.pd_config,
+        ),
     ]
     if metrics is not None:
-        specs.append((ToolSpec(
-            "prometheus", "One named Prometheus query over the cluster's TiKV and PD targets "
-            "(per instance, and per store where the instance is one).",
-            _schema(["query"], query={"type": "string", "enum": query_names()}),
-        ), tools.prometheus))
-    specs.append((ToolSpec("list_actions", "The actions that may be proposed, with their "
-                           "parameters, risk and what they restore; and those not possible "
-                           "here, with the reason.", _EMPTY), tools.list_actions))
+        specs.append(
+            (
+                ToolSpec(
+                    "prometheus",
+                    "One named Prometheus query over the cluster's TiKV and PD targets "
+                    "(per instance, and per store where the instance is one).",
+                    _schema(["query"], query={"type": "string", "enum": query_names()}),
+                ),
+                tools.prometheus,
+            )
+        )
+    specs.append(
+        (
+            ToolSpec(
+                "list_actions",
+                "The actions that may be proposed, with their "
+                "parameters, risk and what they restore; and those not possible "
+                "here, with the reason.",
+                _EMPTY,
+            ),
+            tools.list_actions,
+        )
+    )
     for spec, handler in specs:
         box.add(spec, handler)
     return box

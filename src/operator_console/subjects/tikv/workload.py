@@ -29,8 +29,9 @@ InstanceTargets = Callable[[], Mapping[str, str]]
 def prometheus_series(p99_alarm_ms: float) -> tuple[SeriesSpec, ...]:
     return (
         SeriesSpec("qps", "QPS (all stores)", unit="/s"),
-        SeriesSpec("grpc_p99_ms", "gRPC p99 (slowest store)", unit="ms", alarm=p99_alarm_ms,
-                   digits=1),
+        SeriesSpec(
+            "grpc_p99_ms", "gRPC p99 (slowest store)", unit="ms", alarm=p99_alarm_ms, digits=1
+        ),
     )
 
 
@@ -85,8 +86,9 @@ class TikvSampler:
                 raise
             except (PDError, PrometheusError, OSError) as exc:
                 log.info("sampling the cluster failed: %s", exc)
-                sample = WorkloadSample(at=utcnow(), values=dict.fromkeys(
-                    (s.key for s in self.series), None))
+                sample = WorkloadSample(
+                    at=utcnow(), values=dict.fromkeys((s.key for s in self.series), None)
+                )
             except Exception:
                 log.exception("sampling the cluster failed")
                 sample = WorkloadSample(at=utcnow(), values={})
@@ -134,8 +136,11 @@ class TikvSampler:
                 "leaders_max": float(max(leaders)) if leaders else None,
             },
             per_target={
-                store_target(s.id): {"leaders": s.leader_count, "regions": s.region_count,
-                                     "state": s.state_name}
+                store_target(s.id): {
+                    "leaders": s.leader_count,
+                    "regions": s.region_count,
+                    "state": s.state_name,
+                }
                 for s in stores
             },
         )

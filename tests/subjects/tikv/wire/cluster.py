@@ -81,7 +81,7 @@ def _memcomparable(raw: bytes) -> bytes:
     """TiKV's codec EncodeBytes: 8-byte groups, zero-padded, each with a 0xFF-pad marker."""
     out = bytearray()
     for start in range(0, len(raw) + 1, 8):
-        group = raw[start:start + 8]
+        group = raw[start : start + 8]
         pad = 8 - len(group)
         out += group + b"\x00" * pad + bytes([0xFF - pad])
     return bytes(out)
@@ -172,8 +172,10 @@ def _leaders_off(situation: Situation, store_id: int, keep: int = 0) -> None:
 def store_disconnected() -> Situation:
     s = healthy()
     s.name = "store-disconnected"
-    s.description = ("store 5 (tikv-2) stopped answering 30 s ago: Disconnected, its leaders"
-                     " re-elected on stores 1 and 4, no peer reported down yet")
+    s.description = (
+        "store 5 (tikv-2) stopped answering 30 s ago: Disconnected, its leaders"
+        " re-elected on stores 1 and 4, no peer reported down yet"
+    )
     s.store(5).heartbeat_age = timedelta(seconds=30, microseconds=507_211)
     s.store(5).state_name = "Disconnected"
     _leaders_off(s, 5)
@@ -189,10 +191,12 @@ REMOVING_PEER_REGION = 18
 def store_down() -> Situation:
     s = store_disconnected()
     s.name = "store-down"
-    s.description = ("store 5 (tikv-2) gone for 35 min (max-store-down-time 30m): Down and"
-                     " unhealthy; 45 regions report its peer down, 20 of them pending; an"
-                     " admin removed its peer from 3 regions (miss-peer: 2 of 3 peers, no"
-                     " fourth store to replace it) and one more remove-peer runs")
+    s.description = (
+        "store 5 (tikv-2) gone for 35 min (max-store-down-time 30m): Down and"
+        " unhealthy; 45 regions report its peer down, 20 of them pending; an"
+        " admin removed its peer from 3 regions (miss-peer: 2 of 3 peers, no"
+        " fourth store to replace it) and one more remove-peer runs"
+    )
     s.store(5).heartbeat_age = timedelta(minutes=35, seconds=12, microseconds=88_000)
     s.store(5).state_name = "Down"
     s.store_ids_unhealthy = {5}
@@ -229,8 +233,10 @@ def pd_member_down() -> Situation:
 def store_disk_85() -> Situation:
     s = healthy()
     s.name = "store-disk-85"
-    s.description = ("store 4 (tikv-1) at 85 % disk: 15 % available, under PD's low-space"
-                     " ratio (0.8), so PD schedules no new region onto it")
+    s.description = (
+        "store 4 (tikv-1) at 85 % disk: 15 % available, under PD's low-space"
+        " ratio (0.8), so PD schedules no new region onto it"
+    )
     st = s.store(4)
     st.available = int(TIB * 0.15)
     st.used = 842 * GIB
@@ -255,8 +261,10 @@ SLOW_STORE_LEADERS_LEFT = 4
 def slow_store() -> Situation:
     s = healthy()
     s.name = "slow-store"
-    s.description = ("store 5 (tikv-2)'s disk stalls: TiKV reports slow score 100 and PD"
-                     " moves its leaders away; 4 of its 16 leaders are left")
+    s.description = (
+        "store 5 (tikv-2)'s disk stalls: TiKV reports slow score 100 and PD"
+        " moves its leaders away; 4 of its 16 leaders are left"
+    )
     s.store(5).slow_score = 100
     _leaders_off(s, 5, keep=SLOW_STORE_LEADERS_LEFT)
     region = next(r for r in s.regions if r.leader_store == 5)
@@ -277,8 +285,10 @@ def slow_store() -> Situation:
 def slow_store_draining() -> Situation:
     s = slow_store()
     s.name = "slow-store-draining"
-    s.description = ("store 5 (tikv-2) slow, an evict-leader-scheduler just added for it:"
-                     " 4 leaders still to move")
+    s.description = (
+        "store 5 (tikv-2) slow, an evict-leader-scheduler just added for it:"
+        " 4 leaders still to move"
+    )
     s.evict_leader_stores = [5]
     s.store(5).pause_leader_transfer = True
     s.operators = []
@@ -288,8 +298,10 @@ def slow_store_draining() -> Situation:
 def store_disk_full() -> Situation:
     s = store_disconnected()
     s.name = "store-disk-full"
-    s.description = ("store 5 (tikv-2) stopped heartbeating 30 s ago; its last heartbeat"
-                     " reported 2 GiB (0.2 %) of 1 TiB available")
+    s.description = (
+        "store 5 (tikv-2) stopped heartbeating 30 s ago; its last heartbeat"
+        " reported 2 GiB (0.2 %) of 1 TiB available"
+    )
     st = s.store(5)
     st.available = 2 * GIB
     st.used = 1010 * GIB
@@ -300,8 +312,10 @@ def store_disk_full() -> Situation:
 def store_offline() -> Situation:
     s = healthy()
     s.name = "store-offline"
-    s.description = ("store 5 (tikv-2) is being removed (Offline, Removing) but keeps all 48"
-                     " of its regions: 2 other stores cannot hold 3 replicas")
+    s.description = (
+        "store 5 (tikv-2) is being removed (Offline, Removing) but keeps all 48"
+        " of its regions: 2 other stores cannot hold 3 replicas"
+    )
     st = s.store(5)
     st.state, st.node_state, st.state_name = 1, 2, "Offline"
     _leaders_off(s, 5)
@@ -312,9 +326,11 @@ def store_offline() -> Situation:
 def store_recovering() -> Situation:
     s = store_disconnected()
     s.name = "store-recovering"
-    s.description = ("store 5 (tikv-2) restarted 45 s ago after 12 min away: Up with no"
-                     " leaders yet; 30 regions still report its peer down (their last region"
-                     " heartbeat predates the restart) and 20 are catching up (pending)")
+    s.description = (
+        "store 5 (tikv-2) restarted 45 s ago after 12 min away: Up with no"
+        " leaders yet; 30 regions still report its peer down (their last region"
+        " heartbeat predates the restart) and 20 are catching up (pending)"
+    )
     st = s.store(5)
     st.state_name = "Up"
     st.heartbeat_age = timedelta(seconds=3, microseconds=205_114)
@@ -329,9 +345,19 @@ def store_recovering() -> Situation:
 
 SITUATIONS = {
     f().name: f
-    for f in (healthy, store_disconnected, store_down, pd_member_down, store_disk_85,
-              leaders_evicted, slow_store, slow_store_draining, store_disk_full, store_offline,
-              store_recovering)
+    for f in (
+        healthy,
+        store_disconnected,
+        store_down,
+        pd_member_down,
+        store_disk_85,
+        leaders_evicted,
+        slow_store,
+        slow_store_draining,
+        store_disk_full,
+        store_offline,
+        store_recovering,
+    )
 }
 
 

@@ -204,12 +204,14 @@ def store_info(situation: Situation, store: StoreModel, rel: PDRelease) -> dict[
     meta: dict[str, Any] = {"id": store.id, "address": f"{store.name}:20160"}
     if store.state:  # metapb.StoreState_Up (0) is omitted by omitempty
         meta["state"] = store.state
-    meta.update({
-        "labels": [{"key": "host", "value": store.name}],
-        "version": rel.tikv_version,
-        "peer_address": f"{store.name}:20160",
-        "status_address": f"{store.name}:20180",
-    })
+    meta.update(
+        {
+            "labels": [{"key": "host", "value": store.name}],
+            "version": rel.tikv_version,
+            "peer_address": f"{store.name}:20160",
+            "status_address": f"{store.name}:20180",
+        }
+    )
     if rel.tikv_git_hash:
         meta["git_hash"] = rel.tikv_git_hash
     meta.update(
@@ -357,8 +359,11 @@ def region_checks(situation: Situation) -> dict[str, list[RegionModel]]:
         "extra-peer": [r for r in situation.regions if len(r.peers) > 3],
         "down-peer": [r for r in situation.regions if r.down],
         "pending-peer": [r for r in situation.regions if r.pending],
-        "offline-peer": [r for r in situation.regions
-                         if any(situation.store(sid).state == 1 for _, sid in r.peers)],
+        "offline-peer": [
+            r
+            for r in situation.regions
+            if any(situation.store(sid).state == 1 for _, sid in r.peers)
+        ],
     }
 
 

@@ -28,4 +28,3 @@ def downgrade() -> None:
     with op.batch_alter_table("tickets", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tickets_incident_id"))
         batch_op.drop_column("incident_id")
-

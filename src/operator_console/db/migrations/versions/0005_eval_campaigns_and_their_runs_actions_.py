@@ -55,7 +55,6 @@ def upgrade() -> None:
         batch_op.alter_column("system", server_default=None)
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("actions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_actions_system"))
