@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from operator_console.contract import SpecError
 from operator_console.lab.etcd.client import ClientTLS
@@ -44,24 +51,22 @@ class TopologySpec(_Strict):
     thresholds: ThresholdSpec = Field(default_factory=ThresholdSpec)
 
 
-def _check_mix(mix: dict[str, float] | None) -> None:
+def _check_mix(mix: dict[str, float] | None) -> dict[str, float] | None:
     if mix is None:
-        return
+        return None
     unknown = sorted(set(mix) - set(OPS))
     if unknown:
         raise ValueError(f"unknown operation(s) {', '.join(unknown)} (put, get, delete)")
     if any(share < 0 for share in mix.values()) or sum(mix.values()) <= 0:
         raise ValueError("shares must be >= 0 and add up to more than 0")
+    return mix
 
 
 class WorkloadChange(_Strict):
     rate: float | None = Field(default=None, ge=0, le=1000)
     mix: dict[str, float] | None = None
 
-    @model_validator(mode="after")
-    def _mix(self) -> WorkloadChange:
-        _check_mix(self.mix)
-        return self
+    _mix = field_validator("mix")(_check_mix)
 
 
 class WorkloadSpec(WorkloadChange):
