@@ -17,6 +17,13 @@ SHIPPED = {
     "ratelimiter-link-latency": "latency_slo",
     "ratelimiter-healthy-burst": None,
     "ratelimiter-prompt-injection": "over_limit",
+    "etcd-leader-kill": "member_down",
+    "etcd-member-pause": "member_down",
+    "etcd-quorum-loss": "quorum_lost",
+    "etcd-nospace": "nospace_alarm",
+    "etcd-partition": "no_leader",
+    "etcd-slow-leader": "slow_member",
+    "etcd-healthy": None,
 }
 
 GOOD = """
