@@ -161,9 +161,12 @@ async def test_attached_over_tls_with_credentials_every_source_answers(
 ) -> None:
     deployment = EtcdKind().attach(_endpoints(secure, PASSWORD), tmp_path, lambda _s: None)
     try:
-        observation = await deployment.subject.observe()
-        await asyncio.sleep(0.3)
-        observation = await deployment.subject.observe()
+        # The first reads log in (etcd checks the password with bcrypt); then the token serves.
+        for _ in range(20):
+            observation = await deployment.subject.observe()
+            if observation.all_sources_ok:
+                break
+            await asyncio.sleep(0.3)
         assert observation.all_sources_ok, observation.failed_sources
         state = observation.state
         assert isinstance(state, EtcdState) and state.leader in secure.member_names
@@ -194,17 +197,18 @@ async def test_a_wrong_password_is_observation_failed_not_a_dead_member(
         assert {f"status:{n}" for n in secure.member_names} <= failed
         checks = {inv.name: inv for inv in deployment.subject.invariants}
         assert checks["member_down"].check(observation) == []  # /metrics still answers
-        found = checks["observation_failed"].check(observation)
-        assert {v.target for v in found} >= {"status:member-1"}
+        # No member's status can be read: one violation for the console's view, not nine.
+        [found] = checks["observation_failed"].check(observation)
+        assert found.target == "observer"
         # Each read logs in again with the wrong password (etcd checks it with bcrypt): some
-        # time out on a busy machine, the others say why.
-        assert any("authentication failed" in v.message for v in found)
+        # may time out on a busy machine, the others say why.
+        assert "authentication failed" in found.message
         assert deployment.agent is not None
         from operator_console.agent.rules import RulesBrain
         from operator_console.contract import TicketContext
 
         ticket = TicketContext(
-            ticket_id=1, subject="etcd", invariant="observation_failed", target="status:member-1",
+            ticket_id=1, subject="etcd", invariant="observation_failed", target="observer",
             severity="warning", message="", details={}, runbook="", subject_context="",
         )  # fmt: skip
         result = await RulesBrain(deployment.agent.hypotheses).investigate(

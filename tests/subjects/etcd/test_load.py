@@ -124,9 +124,9 @@ async def test_a_slow_leader_is_slow_member_and_moving_leadership_away_ends_it(e
 async def test_a_slow_follower_lags_and_slows_the_clients(etcd: Etcd):
     leader = await etcd.leader()
     follower = next(n for n in reversed(etcd.cluster.member_names) if n != leader)
-    etcd.deployment.workload.adjust({"rate": 150, "mix": {"put": 1.0}})  # type: ignore[union-attr]
+    etcd.deployment.workload.adjust({"rate": 80, "mix": {"put": 1.0}})  # type: ignore[union-attr]
     try:
-        etcd.cluster.peer_links.set_latency(follower, 300)
+        etcd.cluster.peer_links.set_latency(follower, 400)
         lag = ApplyLag(ThresholdSpec(apply_lag_entries=15))
         observation, lagging = await etcd.until(
             lambda o: [v for v in lag.check(o) if v.target == follower], f"{follower} lags"

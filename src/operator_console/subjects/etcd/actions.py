@@ -18,6 +18,7 @@ from operator_console.subjects.etcd.backend import NO_PROCESS, EtcdBackend
 PROBE_KEY = "console/probe/write"
 _STATUS_TIMEOUT_S = 1.0
 _DEFRAG_TIMEOUT_S = 30.0
+_SIZE_TIMEOUT_S = 5.0
 _LEADER_WAIT_S = 5.0
 MiB = 1024 * 1024
 
@@ -173,7 +174,7 @@ class EtcdActions:
     async def _defragment(self, member: str) -> str:
         client = self.backend.client(member)
         try:
-            before = (await client.status(timeout=_STATUS_TIMEOUT_S)).db_size
+            before = (await client.status(timeout=_SIZE_TIMEOUT_S)).db_size
         except EtcdError as exc:
             raise ActionFailed(f"{member} does not answer, so it cannot be defragmented") from exc
         started = time.monotonic()
@@ -182,7 +183,7 @@ class EtcdActions:
                 await client.defragment(timeout=_DEFRAG_TIMEOUT_S)
             except EtcdError as exc:
                 raise ActionFailed(f"defragmenting {member} failed: {exc}") from exc
-        after = (await client.status(timeout=_STATUS_TIMEOUT_S)).db_size
+        after = (await client.status(timeout=_SIZE_TIMEOUT_S)).db_size
         return (
             f"defragmented {member} in {time.monotonic() - started:.2f} s: database "
             f"{_mib(before)} -> {_mib(after)}"
@@ -215,7 +216,11 @@ class EtcdActions:
                 steps.append(await self._defragment(member))
             except ActionFailed as exc:
                 steps.append(f"skipped {member}: {exc}")
-        steps.append(await self._disarm("NOSPACE"))
+        try:
+            steps.append(await self._disarm("NOSPACE"))
+        except ActionFailed as exc:
+            numbered = "; ".join(f"{i}. {s}" for i, s in enumerate(steps, 1))
+            raise ActionFailed(f"{numbered}; then: {exc}") from exc
         via, _ = await self._with_leader()
         try:
             put = await self.backend.client(via).put(PROBE_KEY, str(time.time()), timeout=5.0)

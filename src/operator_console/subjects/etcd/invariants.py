@@ -14,6 +14,7 @@ from operator_console.subjects.etcd.state import EtcdState, MemberView
 
 CLUSTER = "cluster"
 WORKLOAD = "workload"
+OBSERVER = "observer"
 MIN_REQUESTS = 10
 DEAD = ("killed", "exited", "stopped")
 
@@ -145,6 +146,8 @@ class NoLeader(_Base):
         if no_quorum(state):
             return []  # quorum_lost carries it
         following = state.following
+        if len(state.answering) < state.quorum:
+            return []  # too few status answers to say who leads; the sources say why
         if not following:
             terms = {m.name: m.raft_term for m in state.answering}
             return [
@@ -432,8 +435,22 @@ class ObservationFailed(_Base):
     def judge(self, state: EtcdState, observation: Observation) -> list[Violation]:
         down = {m.name for m in state.members.values() if is_down(m)}
         cluster_bad = no_quorum(state) or not state.following
+        failed = observation.failed_sources
+        members = set(state.members) - down
+        unread = {s.name.partition(":")[2] for s in failed if s.name.startswith("status:")}
+        if members and members <= unread:
+            # No member's status could be read: one problem (the console's view), not one
+            # ticket per endpoint.
+            reasons = sorted({s.reason for s in failed if s.name.startswith("status:")})
+            return [
+                self._violation(
+                    OBSERVER,
+                    f"no member's status could be read: {'; '.join(reasons)[:300]}",
+                    sources=[s.to_dict() for s in failed],
+                )
+            ]
         out = []
-        for source in observation.failed_sources:
+        for source in failed:
             kind, _, target = source.name.partition(":")
             if target in down:
                 continue  # member_down speaks for these
