@@ -5,6 +5,8 @@ delayed bytes on the links, a delete behind the clients' back) and caught by the
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -70,12 +72,28 @@ async def test_a_full_quota_raises_nospace_and_recover_nospace_reclaims_it(etcd:
     await fault.clear()
 
 
-async def test_space_compacted_but_not_defragmented_is_near_quota_until_defragmented(etcd: Etcd):
-    fault = etcd.lab.make_fault("quota_fill", "cluster", {})
-    await fault.inject()
-    # Half the runbook, as a hurried operator might: compact and disarm, no defragmentation.
+async def fill_to(etcd: Etcd, ratio: float) -> None:
+    """A real burst of writes, as quota_fill does, but stopped short of the quota: a few keys
+    overwritten with 256 KiB values, their old revisions kept (nothing compacts them)."""
+    client = etcd.cluster.client(await etcd.leader())
+    value = base64.b64encode(os.urandom(192 * 1024)).decode()
+    for i in range(400):
+        await client.put(f"test/fill/{i % 4}", value, timeout=5.0)
+        if i % 4 == 3 and (await client.status()).db_size >= ratio * QUOTA:
+            return
+    raise AssertionError("the writes did not fill the database")
+
+
+async def test_history_near_the_quota_is_compacted_then_defragmented(etcd: Etcd):
+    await fill_to(etcd, 0.84)
+    observation, violation = await etcd.fired("db_near_quota", "member-1", timeout=10)
+    assert violation.details["db_size"] >= 0.8 * QUOTA
+    assert etcd.violations(observation, "nospace_alarm") == []  # short of the quota: no alarm
+    result = await etcd.investigate("db_near_quota", "member-1")
+    assert result.diagnosis is not None and result.diagnosis.label == "history_holds_space"
+    assert recommended(result) == ("recover_nospace", {})
+    # Half that runbook, as a hurried operator might: compact, no defragmentation.
     await run(etcd, "compact", {})
-    await run(etcd, "disarm_alarm", {"alarm": "NOSPACE"})
 
     def fragmented(observation: Observation) -> list[object]:
         return [
@@ -84,8 +102,8 @@ async def test_space_compacted_but_not_defragmented_is_near_quota_until_defragme
             if v.target == "member-1" and v.details["db_size_in_use"] < v.details["db_size"] / 2
         ]
 
-    # The file keeps its size; what is in use drops once the compaction's deletes commit.
-    await etcd.until(fragmented, "member-1 near its quota with mostly free pages", timeout=10)
+    # The file keeps its size; what is in use drops once the member has applied the compaction.
+    await etcd.until(fragmented, "member-1 near its quota with mostly free pages", timeout=15)
     result = await etcd.investigate("db_near_quota", "member-1")
     assert result.diagnosis is not None and result.diagnosis.label == "db_fragmented"
     assert recommended(result) == ("defragment", {"member": "member-1"})
@@ -96,7 +114,6 @@ async def test_space_compacted_but_not_defragmented_is_near_quota_until_defragme
     )
     for member in etcd.cluster.member_names[1:]:
         await run(etcd, "defragment", {"member": member})
-    await fault.clear()
 
 
 async def test_a_slow_leader_is_slow_member_and_moving_leadership_away_ends_it(etcd: Etcd):
@@ -126,7 +143,7 @@ async def test_a_slow_follower_lags_and_slows_the_clients(etcd: Etcd):
     follower = next(n for n in reversed(etcd.cluster.member_names) if n != leader)
     etcd.deployment.workload.adjust({"rate": 80, "mix": {"put": 1.0}})  # type: ignore[union-attr]
     try:
-        etcd.cluster.peer_links.set_latency(follower, 400)
+        etcd.cluster.peer_links.set_latency(follower, 300)
         lag = ApplyLag(ThresholdSpec(apply_lag_entries=15))
         observation, lagging = await etcd.until(
             lambda o: [v for v in lag.check(o) if v.target == follower], f"{follower} lags"
@@ -135,8 +152,8 @@ async def test_a_slow_follower_lags_and_slows_the_clients(etcd: Etcd):
         assert etcd.violations(observation, "slow_member") == []  # the leader is fast
         slo = LatencySLO(ThresholdSpec(latency_p99_ms=250))
         _, slow = await etcd.until(lambda o: slo.check(o), "clients over the SLO", timeout=15)
-        per_member = slow[0].details["per_member_p99_ms"]
-        assert per_member[follower] == max(v for v in per_member.values() if v is not None)
+        # Every request through the follower pays its link twice (to the leader and back).
+        assert slow[0].details["per_member_p99_ms"][follower] > 250
         result = await etcd.investigate("apply_lag", follower)
         assert result.diagnosis is not None and result.diagnosis.label == "follower_slow_link"
         assert recommended(result) is None
@@ -148,12 +165,16 @@ async def test_a_slow_follower_lags_and_slows_the_clients(etcd: Etcd):
 
 async def test_a_leader_too_slow_for_the_clients_timeouts_breaks_the_error_budget(etcd: Etcd):
     await etcd.leader()
+    await etcd.until(
+        lambda o: o.state.traffic is not None and o.state.traffic.errors == 0, "a clean window"
+    )
     fault = etcd.lab.make_fault("peer_latency", "leader", {"ms": 450})
     await fault.inject()
     errors = ErrorRate(ThresholdSpec(error_rate=0.05))
     _, found = await etcd.until(lambda o: errors.check(o), "errors over budget", timeout=20)
     assert found[0].details["errors"] > 0
-    assert "unavailable" in found[0].details["error_kinds"]
+    kinds = found[0].details["error_kinds"]
+    assert "nospace" not in kinds and set(kinds) & {"unavailable", "request_timed_out"}
     await fault.clear()
 
 

@@ -162,7 +162,7 @@ async def test_leaders_lost_again_and_again_are_flapping(etcd: Etcd):
             "a new leader without the partitioned one",
         )
         etcd.cluster.peer_links.heal(leader)
-    _, violation = await etcd.fired("leader_flapping", "cluster", timeout=10)
+    _, violation = await etcd.fired("leader_flapping", "cluster", timeout=20)
     assert max(violation.details["changes"].values()) >= 3
     result = await etcd.investigate("leader_flapping", "cluster")
     assert result.diagnosis is not None

@@ -19,6 +19,9 @@ PROBE_KEY = "console/probe/write"
 _STATUS_TIMEOUT_S = 1.0
 _DEFRAG_TIMEOUT_S = 30.0
 _SIZE_TIMEOUT_S = 5.0
+_SETTLE_S = 5.0
+_SETTLE_STEP_S = 0.25
+_STABLE_S = 1.0
 _LEADER_WAIT_S = 5.0
 MiB = 1024 * 1024
 
@@ -189,6 +192,28 @@ class EtcdActions:
             f"{_mib(before)} -> {_mib(after)}"
         )
 
+    async def _settled(self, member: str) -> str:
+        """Wait (at most a few seconds) until a compaction has freed this member's pages: each
+        member applies it and frees the space in the background, a busy one later than the
+        member that took the request. Defragmenting before that gives nothing back."""
+        client = self.backend.client(member)
+        deadline = time.monotonic() + _SETTLE_S
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                now = await client.status(timeout=_SIZE_TIMEOUT_S)
+            except EtcdError:
+                return f"{member} did not answer"
+            used = f"{member} uses {_mib(now.db_size_in_use)} of {_mib(now.db_size)}"
+            if now.db_size_in_use <= now.db_size // 2:
+                return used
+            if now.db_size_in_use != last:
+                last, since = now.db_size_in_use, time.monotonic()
+            elif time.monotonic() - since >= _STABLE_S:
+                return used  # nothing more to free: the space is in use
+            await asyncio.sleep(_SETTLE_STEP_S)
+        return f"{member} still freeing pages after {_SETTLE_S:g} s"
+
     async def defragment(self, p: Any) -> str:
         return await self._defragment(p.member)
 
@@ -213,7 +238,8 @@ class EtcdActions:
         steps: list[str] = [await self._compact()]
         for member in self.backend.member_names:
             try:
-                steps.append(await self._defragment(member))
+                settled = await self._settled(member)
+                steps.append(f"{await self._defragment(member)} ({settled} before)")
             except ActionFailed as exc:
                 steps.append(f"skipped {member}: {exc}")
         try:
