@@ -92,7 +92,7 @@ def test_each_etcd_scenario_passes_in_time_with_no_lost_write(
     assert opened["t"] > injected["t"]
     if action is None:
         # Restraint: the partition is named, nothing runs, a person is told why.
-        assert timeline.named("action_proposed") == [] and actions == []
+        assert timeline.named("action_proposed") == [] and actions == [], timeline.story()
         diagnosis = timeline.first("diagnosis_ready", ticket_id=opened["ticket_id"])
         assert "cut off from its peers" in diagnosis["root_cause"]
         assert diagnosis["recommended"] == []

@@ -73,19 +73,20 @@ async def test_a_full_quota_raises_nospace_and_recover_nospace_reclaims_it(etcd:
 
 
 async def fill_to(etcd: Etcd, ratio: float) -> None:
-    """A real burst of writes, as quota_fill does, but stopped short of the quota: a few keys
-    overwritten with 256 KiB values, their old revisions kept (nothing compacts them)."""
+    """A real burst of writes, as quota_fill does, but stopped just past `ratio` of the quota:
+    a few keys overwritten with 64 KiB values, their old revisions kept (nothing compacts)."""
     client = etcd.cluster.client(await etcd.leader())
-    value = base64.b64encode(os.urandom(192 * 1024)).decode()
-    for i in range(400):
+    value = base64.b64encode(os.urandom(48 * 1024)).decode()
+    for i in range(2000):
         await client.put(f"test/fill/{i % 4}", value, timeout=5.0)
-        if i % 4 == 3 and (await client.status()).db_size >= ratio * QUOTA:
+        sizes = [s.db_size for s in (await etcd.cluster.statuses(timeout=2.0)).values() if s]
+        if len(sizes) == len(etcd.cluster.member_names) and min(sizes) >= ratio * QUOTA:
             return
     raise AssertionError("the writes did not fill the database")
 
 
 async def test_history_near_the_quota_is_compacted_then_defragmented(etcd: Etcd):
-    await fill_to(etcd, 0.84)
+    await fill_to(etcd, 0.81)
     observation, violation = await etcd.fired("db_near_quota", "member-1", timeout=10)
     assert violation.details["db_size"] >= 0.8 * QUOTA
     assert etcd.violations(observation, "nospace_alarm") == []  # short of the quota: no alarm

@@ -3,11 +3,13 @@ fault proxies, or attached to by its client URLs (with TLS and credentials)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from operator_console.contract import Deployment, SampleSink
+from operator_console.domain import Observation
 from operator_console.lab.etcd.faults import CLUSTER_TARGET, FAULT_KINDS, LEADER_TARGET
 from operator_console.subjects.etcd.actions import ACTION_NAMES, build_catalog
 from operator_console.subjects.etcd.backend import EtcdBackend
@@ -33,6 +35,15 @@ LOCAL_ABOUT = (
     "members (failing over on errors) and keep a ledger of every write etcd acknowledged, "
     "checked against a linearizable read-back every few seconds."
 )
+
+
+# An investigation waits longer for each read than a monitor tick does: on a busy machine a
+# read that times out would read as evidence of a fault.
+INVESTIGATION_READ_TIMEOUT_S = 2.5
+
+
+def _patient(observer: EtcdObserver) -> Callable[[], Awaitable[Observation]]:
+    return functools.partial(observer.observe, read_timeout_s=INVESTIGATION_READ_TIMEOUT_S)
 
 
 class EtcdKind:
@@ -101,7 +112,7 @@ class EtcdKind:
             invariants=default_invariants(thresholds),
             history_s=thresholds.flapping_window_s,
         )
-        kit = EtcdAgentKit(backend, build_catalog(backend), observer.observe, about=LOCAL_ABOUT)
+        kit = EtcdAgentKit(backend, build_catalog(backend), _patient(observer), about=LOCAL_ABOUT)
         return Deployment(
             lab=EtcdLab(cluster, backend), subject=observer, workload=traffic, agent=kit
         )
@@ -138,7 +149,7 @@ class EtcdKind:
             "process control, no logs, no traffic of its own: the workload panel shows the "
             "members' own counters)"
         )
-        kit = EtcdAgentKit(backend, build_catalog(backend), observer.observe, about=about)
+        kit = EtcdAgentKit(backend, build_catalog(backend), _patient(observer), about=about)
         lab = AttachedEtcdLab(parsed.shown(), about.split(":")[0], backend)
         return Deployment(
             lab=lab, subject=observer, workload=sampler, agent=kit, placement="attach"

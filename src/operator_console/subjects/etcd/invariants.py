@@ -63,7 +63,7 @@ def disturbed(state: EtcdState, *, slow_leader_ms: float | None = None) -> str |
         return "NOSPACE alarm"
     if slow_leader_ms is not None and state.leader:
         leader = state.members[state.leader]
-        if leader.quorum_ms is not None and leader.quorum_ms > slow_leader_ms:
+        if leader.commit_ms is not None and leader.commit_ms > slow_leader_ms:
             return f"the leader {leader.name} is slow"
     return None
 
@@ -308,11 +308,11 @@ class SlowMember(_Base):
         if not state.leader or no_quorum(state):
             return []
         leader = state.members[state.leader]
-        quorum = leader.quorum_ms
+        quorum = leader.commit_ms
         limit = self.thresholds.slow_member_ms
         if quorum is None or quorum <= limit:
             return []
-        others = {m.name: m.quorum_ms for m in state.answering if m.name != leader.name}
+        others = {m.name: m.commit_ms for m in state.answering if m.name != leader.name}
         return [
             self._violation(
                 leader.name,

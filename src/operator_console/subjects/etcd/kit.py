@@ -108,7 +108,8 @@ class EtcdAgentKit:
             self._about,
             "",
             "Tools (read-only): " + ", ".join(spec.name for spec in self.toolbox().specs()) + ".",
-            "A member's quorum_ms is how long etcd's /health (a quorum read through it) takes.",
+            "A member's quorum_ms is how much longer etcd's /health (a quorum read through it) "
+            "takes than its status answered from memory: the wait on its peers.",
             "",
             "Actions you may recommend (name(params): risk; restores):",
         ]

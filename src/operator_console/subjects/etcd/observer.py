@@ -137,13 +137,14 @@ class EtcdObserver:
 
     # ------------------------------------------------------------------ observing
 
-    async def observe(self) -> Observation:
+    async def observe(self, read_timeout_s: float = READ_TIMEOUT_S) -> Observation:
+        """One look at every member; an investigation may wait longer than a monitor tick."""
         at = utcnow()
         sources: dict[str, SourceStatus] = {}
         names = self.backend.member_names
         for name in names:
             self._start_health(name)
-        reads = await asyncio.gather(*(self._read(name) for name in names))
+        reads = await asyncio.gather(*(self._read(name, read_timeout_s) for name in names))
         await self._settle_health(names)
         members = {}
         for name, (status, metrics, listed) in zip(names, reads, strict=True):
@@ -155,18 +156,18 @@ class EtcdObserver:
         self._history.forget(set(names))
         return Observation(subject=self.name, at=at, sources=sources, state=state)
 
-    async def _timed(self, call: Any) -> tuple[Any, float]:
+    async def _timed(self, call: Any, timeout: float) -> tuple[Any, float]:
         started = time.monotonic()
-        async with asyncio.timeout(READ_TIMEOUT_S):
+        async with asyncio.timeout(timeout):
             result = await call
         return result, (time.monotonic() - started) * 1000
 
-    async def _read(self, name: str) -> tuple[Any, Any, Any]:
+    async def _read(self, name: str, timeout: float) -> tuple[Any, Any, Any]:
         client = self.backend.client(name)
         results = await asyncio.gather(
-            self._timed(client.status(timeout=READ_TIMEOUT_S)),
-            self._timed(client.metrics(timeout=READ_TIMEOUT_S)),
-            self._timed(client.member_list(timeout=READ_TIMEOUT_S)),
+            self._timed(client.status(timeout=timeout), timeout),
+            self._timed(client.metrics(timeout=timeout), timeout),
+            self._timed(client.member_list(timeout=timeout), timeout),
             return_exceptions=True,
         )
         return results[0], results[1], results[2]
@@ -206,6 +207,7 @@ class EtcdObserver:
             view.error, view.error_kind = reason, kind
         else:
             self._status(view, status[0])
+            view.status_ms = round(status[1], 1)
             answered.append(True)
             sources[f"status:{name}"] = SourceStatus(
                 f"status:{name}", SourceState.OK, latency_ms=round(status[1], 2)
@@ -358,7 +360,7 @@ def member_slow(member: MemberView, threshold_ms: float = 200.0) -> Condition:
     through it still takes longer than the threshold."""
     if not member.answers:
         return Condition(True, f"{member.name} does not answer: {member.error}")
-    quorum = member.quorum_ms
+    quorum = member.commit_ms if member.commit_ms is not None else member.quorum_ms
     if quorum is None:
         return Condition(True, f"{member.name} has not answered /health yet")
     if quorum > threshold_ms:

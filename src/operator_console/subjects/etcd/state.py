@@ -33,6 +33,7 @@ class MemberView:
     version: str | None = None
     alarms: list[str] = field(default_factory=list)
     status_errors: list[str] = field(default_factory=list)
+    status_ms: float | None = None  # how long its status (from memory) took this tick
     health: bool | None = None  # etcd's /health (a quorum read); None: not known
     health_reason: str = ""
     health_ms: float | None = None  # how long the last answered /health took
@@ -68,9 +69,22 @@ class MemberView:
 
     @property
     def quorum_ms(self) -> float | None:
-        """How long a quorum read through this member takes now (a pending one counts)."""
+        """How much longer a quorum read through this member takes (a pending one counts) than
+        its status, answered from memory in the same tick: the time spent waiting on its
+        peers, without the console's or the member's own slowness (a busy machine)."""
         values = [v for v in (self.health_ms, self.health_pending_ms) if v is not None]
-        return max(values) if values else None
+        if not values:
+            return None
+        return round(max(0.0, max(values) - (self.status_ms or 0.0)), 1)
+
+    @property
+    def commit_ms(self) -> float | None:
+        """The same, from the last quorum read through it that succeeded: how long a write
+        waits on its peers. A member cut off from them has none (its reads fail or hang),
+        so it is never merely slow."""
+        if self.health is not True or self.health_ms is None:
+            return None
+        return round(max(0.0, self.health_ms - (self.status_ms or 0.0)), 1)
 
     @property
     def db_ratio(self) -> float | None:

@@ -54,6 +54,7 @@ def _member_summary(view: MemberView) -> dict[str, Any]:
         "health": view.health,
         "health_reason": view.health_reason,
         "quorum_ms": view.quorum_ms,
+        "commit_ms": view.commit_ms,
         "wal_fsync_p99_ms": view.wal_fsync_p99_ms,
         "leader_changes_window": view.leader_changes_window,
         "peer_sent_failures_growth": dict(view.peer_sent_failures_growth),
@@ -114,6 +115,7 @@ class EtcdTools:
         detail = asdict(view)
         detail["state"] = view.state
         detail["quorum_ms"] = view.quorum_ms
+        detail["commit_ms"] = view.commit_ms
         detail["pid"] = self.backend.pid(member)
         detail["peer_links"] = self.backend.peer_links(member)
         detail["cluster_leader"] = state.leader
@@ -126,6 +128,7 @@ class EtcdTools:
                 "leader": other.leader,
                 "raft_index": other.raft_index,
                 "quorum_ms": other.quorum_ms,
+                "commit_ms": other.commit_ms,
                 "sent_failures_to_it_growth": other.peer_sent_failures_growth.get(member, 0.0),
             }
             for name, other in state.members.items()
