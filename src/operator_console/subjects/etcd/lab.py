@@ -3,6 +3,8 @@ leader) and the `Lab` of a cluster the console attached to (endpoints without se
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +16,43 @@ from operator_console.subjects.etcd.backend import EtcdBackend
 MiB = 1024 * 1024
 # Faults on one member that a scenario may aim at whichever member leads when it fires.
 LEADER_AIMED = ("member_kill", "member_pause", "peer_partition", "peer_latency")
+
+
+LEADER_WAIT_S = 5.0
+
+
+async def wait_for_leader(cluster: EtcdCluster, kind: str) -> str:
+    """The member that leads now, asked again for a few seconds: on a busy machine one round
+    of status reads may time out, or an election may be under way."""
+    deadline = time.monotonic() + LEADER_WAIT_S
+    while True:
+        leader = await cluster.leader()
+        if leader is not None:
+            return leader
+        if time.monotonic() > deadline:
+            raise FaultError(f"{kind}: no member leads right now, so none can be aimed at")
+        await asyncio.sleep(0.1)
+
+
+class LeaderFirst:
+    """The lab's leader_kill, fired once a leader is known (it reads the leader itself)."""
+
+    def __init__(self, cluster: EtcdCluster, fault: Fault) -> None:
+        self._cluster = cluster
+        self._fault = fault
+        self.kind = fault.kind
+        self.target = fault.target
+
+    def describe(self) -> str:
+        return self._fault.describe()
+
+    async def inject(self) -> None:
+        await wait_for_leader(self._cluster, self.kind)
+        await self._fault.inject()
+        self.target = self._fault.target  # the member that led and was killed
+
+    async def clear(self) -> None:
+        await self._fault.clear()
 
 
 class OnLeader:
@@ -32,9 +71,7 @@ class OnLeader:
         return f"{self._fault.describe()} (it led when the fault fired)"
 
     async def inject(self) -> None:
-        leader = await self._cluster.leader()
-        if leader is None:
-            raise FaultError(f"{self.kind}: no member leads right now, so none can be aimed at")
+        leader = await wait_for_leader(self._cluster, self.kind)
         self._fault = self._cluster.make_fault(self.kind, leader, self._params)
         self.target = leader
         await self._fault.inject()
@@ -85,7 +122,8 @@ class EtcdLab:
         if target == LEADER_TARGET and kind in LEADER_AIMED:
             self.cluster.make_fault(kind, None, params)  # checks the kind's parameters now
             return OnLeader(self.cluster, kind, params)
-        return self.cluster.make_fault(kind, target, params)
+        fault = self.cluster.make_fault(kind, target, params)
+        return LeaderFirst(self.cluster, fault) if kind == "leader_kill" else fault
 
 
 class AttachedEtcdLab(AttachedLab):
