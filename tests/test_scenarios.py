@@ -19,6 +19,13 @@ SHIPPED = {
     "ratelimiter-node-pause": "node_down",
     "ratelimiter-healthy-burst": None,
     "ratelimiter-prompt-injection": "over_limit",
+    "etcd-leader-kill": "member_down",
+    "etcd-member-pause": "member_down",
+    "etcd-quorum-loss": "quorum_lost",
+    "etcd-nospace": "nospace_alarm",
+    "etcd-partition": "no_leader",
+    "etcd-slow-leader": "slow_member",
+    "etcd-healthy": None,
 }
 
 GOOD = """

@@ -13,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from operator_console.scenarios.catalog import scenario_files
+
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
@@ -59,7 +61,9 @@ def test_pick_then_quit_restores_the_shell_and_leaves_no_child(tmp_path: Path) -
         shell_pid = int(_tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
         _tmux("send-keys", "-t", session, f"env {env} {console}", "Enter")
         _wait_for(session, "Pick a scenario")
-        _tmux("send-keys", "-t", session, "Down", "Down", "Down", "Down", "Enter")
+        # The rate limiter's node-kill, wherever the other subjects' scenarios put it.
+        downs = list(scenario_files()).index("ratelimiter-node-kill")
+        _tmux("send-keys", "-t", session, *(["Down"] * downs), "Enter")
         try:
             _wait_for(session, "Cluster", timeout=20)
         except AssertionError:

@@ -72,6 +72,19 @@ class WriteLedger:
         return LedgerSnapshot(dict(self._latest), frozenset(self._uncertain_deletes))
 
     @staticmethod
+    def settled(
+        before: LedgerSnapshot, after: LedgerSnapshot, busy: frozenset[str]
+    ) -> LedgerSnapshot:
+        """`before` without the keys whose fate a read taken between the two snapshots cannot
+        judge: a request on them was in flight, or acknowledged or failed meanwhile."""
+        acks = {
+            key: ack
+            for key, ack in before.acks.items()
+            if key not in busy and after.acks.get(key) == ack
+        }
+        return LedgerSnapshot(acks, after.uncertain_deletes)
+
+    @staticmethod
     def check(snapshot: LedgerSnapshot, found: Mapping[str, KeyValue]) -> list[LostWrite]:
         """Compare what was acknowledged with what a linearizable read, taken after, returned.
 

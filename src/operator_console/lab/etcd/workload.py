@@ -15,7 +15,7 @@ import math
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,8 +29,9 @@ from operator_console.lab.etcd.client import (
     Status,
 )
 from operator_console.lab.etcd.ledger import Ack, LostWrite, WriteLedger
+from operator_console.lab.etcd.stats import WindowStats, percentile, window_stats
 
-__all__ = ["Ack", "EtcdWorkload", "LostWrite", "WriteLedger"]
+__all__ = ["Ack", "EtcdWorkload", "LostWrite", "WindowStats", "WriteLedger", "percentile"]
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,6 @@ BENCH_S = 1.0
 READ_BACK_TIMEOUT_S = 3.0
 
 Sink = Callable[[dict[str, Any]], None]
-
-
-def percentile(values: Sequence[float], pct: float) -> float | None:
-    """Nearest-rank percentile, or None when there are no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = math.ceil(pct / 100.0 * len(ordered))
-    return ordered[max(rank, 1) - 1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +355,34 @@ class EtcdWorkload:
             ", ".join(self._endpoints.values()),
             "cannot read the workload's keys back from any endpoint: " + "; ".join(failures),
         )
+
+    async def lost_writes_now(self) -> tuple[list[LostWrite], int]:
+        """The same check while traffic runs: keys with a request in flight, or acknowledged
+        anew during the read, are left out (their fate is not settled). Returns the lost
+        writes and how many keys were checked."""
+        before, busy_before = self.ledger.snapshot(), frozenset(self._busy)
+        failures: list[str] = []
+        for name in self._rotation():
+            try:
+                result = await self._client(name).range(
+                    self.prefix, prefix=True, timeout=READ_BACK_TIMEOUT_S
+                )
+            except EtcdError as exc:
+                failures.append(str(exc))
+                continue
+            after = self.ledger.snapshot()
+            settled = WriteLedger.settled(before, after, busy_before | frozenset(self._busy))
+            found = {kv.key: kv for kv in result.kvs}
+            return WriteLedger.check(settled, found), len(settled.acks)
+        raise EtcdError(
+            ", ".join(self._endpoints.values()),
+            "cannot read the workload's keys back from any endpoint: " + "; ".join(failures),
+        )
+
+    def window(self, seconds: float) -> WindowStats:
+        """Every request that finished in the last `seconds`, in total and per member."""
+        now = time.monotonic()
+        return window_stats(self._ops, now - seconds, now)
 
     # ---------------------------------------------------------------- sampling
 
