@@ -43,6 +43,15 @@ class Limits:
     after_action_s: float = 60.0
 
 
+@dataclass(frozen=True, slots=True)
+class AlreadyUnderWay:
+    """The same action with the same parameters is already running or being verified (for
+    another ticket of this system): proposing it again would only queue a duplicate."""
+
+    action_id: int
+    why: str
+
+
 def ticket_label(ticket: TicketRow) -> str:
     return f"ticket #{ticket.id} ({ticket.invariant} on {ticket.target})"
 
@@ -143,6 +152,17 @@ class Proposer:
                 )
         return Scope(not_implicated, after, tuple(busy), tuple(over))
 
+    def under_way(self, name: str, params: dict[str, Any], targets: list[str]) -> ActionRow | None:
+        """An action identical to this one (name and parameters) on this system that has not
+        finished proving itself yet."""
+        if not targets:
+            return None
+        since = utcnow() - timedelta(seconds=self.limits.window_s)
+        for row in self.actions.touching(targets, system=self.system, since=since):
+            if row.state in IN_FLIGHT and row.name == name and row.params == params:
+                return row
+        return None
+
     # ------------------------------------------------------------------------- proposing
 
     async def propose(
@@ -154,9 +174,10 @@ class Proposer:
         *,
         diagnosis: Diagnosis | None = None,
         investigation: Investigation | None = None,
-    ) -> bool | str:
+    ) -> bool | str | AlreadyUnderWay:
         """Record a proposal with the policy's decision: True when it may run, False when the
-        mode records it only, the refusal's reason when it is not acceptable here."""
+        mode records it only, the refusal's reason when it is not acceptable here, and what is
+        already doing it when the same action is under way."""
         assert ticket.id is not None
         try:
             spec = self.catalog.get(name)
@@ -166,6 +187,15 @@ class Proposer:
             self.audit("action_invalid", ticket.id, {"action": name, "error": str(exc)})
             return f"{name} was recommended but cannot be proposed: {exc}"
         targets = spec.targets(valid)
+        running = await asyncio.to_thread(self.under_way, name, valid, targets)
+        if running is not None and running.id is not None:
+            for_ticket = f" for ticket #{running.ticket_id}" if running.ticket_id else ""
+            return AlreadyUnderWay(
+                running.id,
+                f"action #{running.id} ({running.name} on {', '.join(running.targets)}"
+                f"{for_ticket}) already does this and is {running.state}: the ticket waits "
+                "for its outcome",
+            )
         mode = await asyncio.to_thread(self.controls.mode)
         kill = await asyncio.to_thread(self.controls.kill_switch)
         scope = await asyncio.to_thread(self.scope, ticket, targets, diagnosis, investigation)

@@ -18,7 +18,7 @@ from operator_console.actions.decisions import Decisions
 from operator_console.actions.shell import SHELL_ACTION
 from operator_console.actions.store import ActionRepository, ActionState, Controls
 from operator_console.agent.base import Brain, BrainResult, Step
-from operator_console.agent.proposals import Limits, Proposer
+from operator_console.agent.proposals import AlreadyUnderWay, Limits, Proposer
 from operator_console.agent.scope import Investigation
 from operator_console.audit import AuditLog
 from operator_console.contract import (
@@ -41,6 +41,7 @@ from operator_console.domain.events import (
     Event,
     TicketEscalated,
     TicketOpened,
+    TicketResolved,
     TicketUpdated,
 )
 
@@ -334,6 +335,7 @@ class AgentLoop:
         investigation = Investigation.of(result.steps)
         proposed = 0
         refused: list[str] = []
+        covered: list[str] = []
         for recommendation in diagnosis.recommended:
             past = next(
                 (
@@ -359,9 +361,18 @@ class AgentLoop:
             )
             if outcome is True:
                 proposed += 1
+            elif isinstance(outcome, AlreadyUnderWay):
+                covered.append(outcome.why)
             elif isinstance(outcome, str):
                 refused.append(outcome)
         if proposed:
+            return
+        if covered:
+            # Another ticket's action is doing exactly this: the monitor resolves this one when
+            # its violation clears (and escalates it if it does not).
+            released = await asyncio.to_thread(self.tickets.release, ticket_id)
+            if released is not None:
+                self.bus.publish(TicketUpdated(**released.event_fields(), reason=covered[0]))
             return
         rejected = [p for p in history if p.outcome == ActionState.REJECTED.value]
         reason = result.escalation or "; ".join(refused)
@@ -389,7 +400,14 @@ class AgentLoop:
         if mitigation is None or mitigation.name not in self.catalog.names():
             return
         spec = self.catalog.get(mitigation.name)
-        if spec.undo is None:
+        if spec.undo is None or spec.undo not in self.catalog.names():
+            # Nothing to take back (leadership moved stays where it is): the cause is gone, so
+            # the ticket is resolved.
+            resolved = await asyncio.to_thread(self.tickets.resolve_by_agent, ticket_id)
+            if resolved is not None:
+                self.bus.publish(
+                    TicketResolved(**resolved.event_fields(), by="agent", action_id=mitigation.id)
+                )
             return
         undo = self.catalog.get(spec.undo)
         params = {k: v for k, v in mitigation.params.items() if k in undo.params.model_fields}

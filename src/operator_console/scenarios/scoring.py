@@ -82,6 +82,11 @@ def score(
         )
         root_cause_ok = bool(right & set(target_labels or labels))
 
+    verified_expected = [
+        e
+        for e in events
+        if isinstance(e, ActionVerified) and expect.action is not None and e.action == expect.action
+    ]
     if brain == NONE:
         # Nobody acts: the time to mitigate is the time until the scenario's own clearing shows.
         resolved = [e for e in events if isinstance(e, TicketResolved) and e.ticket_id in targeted]
@@ -100,8 +105,15 @@ def score(
     touched = {f.target for f in faults}
     targets = {e.action_id: set(e.targets) for e in events if isinstance(e, ActionProposed)}
     executed = [e for e in events if isinstance(e, ActionExecuting)]
+    # The scenario's own remediation, verified, is right whatever else it touches (moving
+    # leadership touches the member it moves to); anything else must stay on what the fault hit.
+    remedies = {e.action_id for e in verified_expected} if brain != NONE else set()
     if faults:
-        wrong = sum(1 for e in executed if not targets.get(e.action_id, set()) <= touched)
+        wrong = sum(
+            1
+            for e in executed
+            if e.action_id not in remedies and not targets.get(e.action_id, set()) <= touched
+        )
     else:
         wrong = len(executed)  # nothing should happen in a run without a fault
 

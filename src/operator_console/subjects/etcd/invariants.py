@@ -71,6 +71,9 @@ def disturbed(state: EtcdState, *, slow_leader_ms: float | None = None) -> str |
 class _Base:
     name = ""
     severity = Severity.WARNING
+    # Invariants whose breach explains this one's: a ticket of this kind that opens with one of
+    # theirs on the same system joins its incident.
+    consequence_of: tuple[str, ...] = ()
     grace = 1
     description = ""
 
@@ -138,6 +141,7 @@ class QuorumLost(_Base):
 
 class NoLeader(_Base):
     name = "no_leader"
+    consequence_of = ("quorum_lost",)
     severity = Severity.CRITICAL
     grace = 3
     description = "every answering member knows the leader"
@@ -198,6 +202,7 @@ class SplitLeaders(_Base):
 
 class LeaderFlapping(_Base):
     name = "leader_flapping"
+    consequence_of = ("member_down", "no_leader")
     description = "the leader changes rarely (fewer than N times in the window)"
 
     def judge(self, state: EtcdState, observation: Observation) -> list[Violation]:
@@ -273,6 +278,7 @@ class DbNearQuota(_Base):
 
 class ApplyLag(_Base):
     name = "apply_lag"
+    consequence_of = ("member_down", "slow_member")
     grace = 3
     description = "every member applies what the leader committed within N entries"
 
@@ -355,6 +361,7 @@ class _ClientSymptom(_Base):
 
 class LatencySLO(_ClientSymptom):
     name = "latency_slo"
+    consequence_of = ("member_down", "quorum_lost", "no_leader", "nospace_alarm", "slow_member")
     grace = 3
     latency = True
     description = "the clients' p99 latency stays under the SLO"
@@ -381,6 +388,7 @@ class LatencySLO(_ClientSymptom):
 
 class ErrorRate(_ClientSymptom):
     name = "error_rate"
+    consequence_of = ("member_down", "quorum_lost", "no_leader", "nospace_alarm", "slow_member")
     grace = 3
     description = "requests that fail stay under the error budget"
 
