@@ -54,6 +54,20 @@ def test_user_mistakes_end_in_one_clear_line(cli: CliRunner, args: list[str], ne
     assert "Traceback" not in result.output
 
 
+def test_lab_up_without_its_binary_is_one_line(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subject's own start error (here: no etcd binary) reaches the user as one line that
+    names both ways to get one, and no lab state is left behind."""
+    monkeypatch.setenv("OPERATOR_CONSOLE_ETCD_BIN", str(tmp_path / "no-etcd"))
+    result = cli.invoke(main, ["lab", "up", "--subject", "etcd"])
+    assert result.exit_code == 1
+    assert "the etcd lab did not start" in result.output
+    assert "apt-get install etcd-server" in result.output
+    assert "Traceback" not in result.output
+    assert not list((tmp_path / "data").glob("**/lab.json"))
+
+
 def _default_database(tmp_path: Path) -> Path:
     """The console's own database in the test's data folder, as a first run leaves it."""
     path = tmp_path / "data" / "operator-console.db"

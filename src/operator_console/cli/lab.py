@@ -137,7 +137,12 @@ def lab_up(subject: str | None, size: int | None, size_alias: int | None, as_jso
                 settings.lab_state_file.unlink()
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+        try:
+            asyncio.run(serve())
+        except (OSError, RuntimeError, ValueError, TimeoutError) as exc:
+            # A missing binary, a port taken, a process that died at start: one line, and
+            # whatever did start has been stopped.
+            raise click.ClickException(f"the {kind.name} lab did not start: {exc}") from None
     click.echo("lab stopped", err=True)
 
 
