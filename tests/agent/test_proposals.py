@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from operator_console.actions.decisions import Decisions
 from operator_console.actions.store import ActionRepository, ActionState, Controls, Mode
 from operator_console.agent.base import Step, StepKind
-from operator_console.agent.proposals import Limits, Proposer
+from operator_console.agent.proposals import AlreadyUnderWay, Limits, Proposer
 from operator_console.agent.scope import Investigation
 from operator_console.contract import ActionCatalog, ActionSpec, Diagnosis, Evidence
 from operator_console.db import TicketRepository
@@ -39,6 +39,16 @@ CATALOG = ActionCatalog(
             _Node,
             "medium",
             ("node_down",),
+            5.0,
+            _noop,
+            target_params=("node",),
+        ),
+        ActionSpec(
+            "drain_node",
+            "drain",
+            _Node,
+            "low",
+            ("latency_slo",),
             5.0,
             _noop,
             target_params=("node",),
@@ -173,12 +183,19 @@ async def test_no_automatic_action_on_a_target_while_one_on_it_executes(world: A
     running = _ran(actions, first, "node-2", state=ActionState.EXECUTING)
     second = _ticket(tickets, "node-2")
     diagnosis, seen = _evidence_for("node-2")
+    # Another action on the busy target is held for a person.
     await proposer.propose(
-        second, "restart_node", {"node": "node-2"}, "r", diagnosis=diagnosis, investigation=seen
+        second, "drain_node", {"node": "node-2"}, "r", diagnosis=diagnosis, investigation=seen
     )
     proposed = _decision(events)
     assert proposed.decision == "await_approval"
     assert f"action #{running} (restart_node on node-2) is still executing" in proposed.why
+    # The same action again is not queued twice: the ticket waits for the one under way.
+    again = await proposer.propose(
+        second, "restart_node", {"node": "node-2"}, "r", diagnosis=diagnosis, investigation=seen
+    )
+    assert isinstance(again, AlreadyUnderWay) and again.action_id == running
+    assert len([e for e in events if isinstance(e, ActionProposed)]) == 1
 
 
 async def test_at_most_n_automatic_actions_per_target_per_window(world: Any) -> None:

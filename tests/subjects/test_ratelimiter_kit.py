@@ -77,10 +77,17 @@ async def node_answers(cluster: RateLimiterCluster, node: str) -> bool:
 
 
 async def cluster_healthy(deployment: Deployment) -> bool:
+    """Every node and the store answer healthy, and the clients' window holds no error from an
+    earlier test's fault (a later test reads that window as evidence)."""
     state = (await deployment.subject.observe()).state
-    return state.store.reachable and all(  # type: ignore[attr-defined]
-        n.reachable and n.healthy
-        for n in state.nodes.values()  # type: ignore[attr-defined]
+    window = state.workload.per_target if state.workload is not None else {}  # type: ignore[attr-defined]
+    return (
+        state.store.reachable  # type: ignore[attr-defined]
+        and all(
+            n.reachable and n.healthy
+            for n in state.nodes.values()  # type: ignore[attr-defined]
+        )
+        and not any(stats.get("errors") for stats in window.values())
     )
 
 
@@ -108,7 +115,7 @@ async def healthy_afterwards(
         await cluster.http.put(f"{url}/api/fail_mode", json={"mode": "open"})
         if name in clients(deployment).drained:
             await clients(deployment).undrain(name)
-    await eventually(lambda: cluster_healthy(deployment), "cluster healthy again")
+    await eventually(lambda: cluster_healthy(deployment), "cluster healthy again", timeout=15.0)
 
 
 def ticket(kit: RateLimiterAgentKit, invariant: str, target: str, **details: Any) -> TicketContext:
