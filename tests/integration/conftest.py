@@ -29,12 +29,17 @@ class Timeline:
     def story(self) -> str:
         """The run in one line per event (no per-second samples): for failure messages."""
         keys = ("invariant", "target", "action", "params", "state", "by", "reason", "error")
+        keys += ("label", "recommended")  # a diagnosis: what it concluded and proposed
         lines = []
         for e in self.events:
             if e["event"] in ("workload_sample", "agent_step"):
                 continue
             fields = " ".join(f"{k}={e[k]}" for k in keys if e.get(k) not in (None, ""))
-            lines.append(f"{e['t']:7.2f} {e['event']} {fields}"[:240])
+            if e["event"] == "diagnosis_ready":
+                ruled_out = "; ".join(a["rejected_because"] for a in e.get("alternatives", []))
+                fields += f" ruled_out={ruled_out}"
+            limit = 600 if e["event"] == "diagnosis_ready" else 240
+            lines.append(f"{e['t']:7.2f} {e['event']} {fields}"[:limit])
         return "\n".join(lines)
 
     def pids(self) -> list[int]:

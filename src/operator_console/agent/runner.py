@@ -2,8 +2,10 @@
 proposals and lets the policy decide what happens to them. It never executes anything itself.
 
 It comes back to a ticket when a person rejects its fix (with the person's reason, so it may
-propose something else or hand the ticket to the person) and when the cause a mitigation left
-behind clears (to undo the mitigation).
+propose something else or hand the ticket to the person), when the cause a mitigation left
+behind clears (to undo the mitigation), and when a ticket it found nothing to do about is still
+violated a while later (the evidence may have changed; after a few such looks it hands the ticket
+to a person).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +34,7 @@ from operator_console.contract import (
 )
 from operator_console.db.models import TicketRow, TranscriptRow
 from operator_console.db.tickets import TicketRepository, TranscriptRepository
+from operator_console.domain import TicketState
 from operator_console.domain.bus import EventBus
 from operator_console.domain.events import (
     ActionRejected,
@@ -48,6 +52,10 @@ from operator_console.domain.events import (
 log = logging.getLogger(__name__)
 
 STEP_TEXT_ON_BUS = 2000
+# A ticket the agent found nothing to do about, and that the monitor still sees violated, is
+# looked at again after this long, at most this many times; then a person is told.
+REVISIT_AFTER_S = 10.0
+REVISITS = 2
 # What happened to an earlier proposal that a new investigation must know about.
 PAST_OUTCOMES = (
     ActionState.REJECTED.value,
@@ -104,6 +112,8 @@ class AgentLoop:
         self.run_id = run_id
         self.actor = f"agent:{brain.name}"
         self.causes = causes or {}
+        # ticket id -> (how many looks found nothing to do, when the last one ended)
+        self._idle: dict[int, tuple[int, float]] = {}
         self.proposer = Proposer(
             self.catalog,
             actions=actions,
@@ -134,6 +144,29 @@ class AgentLoop:
                 await self._guarded(event.ticket_id, rejected=True)
         elif isinstance(event, CauseCleared):
             await self._guarded(event.ticket_id, undo=event)
+        elif isinstance(event, TicketUpdated) and event.reason is None:
+            await self._revisit(event)
+        elif isinstance(event, TicketResolved | TicketEscalated):
+            self._idle.pop(event.ticket_id, None)
+
+    async def _revisit(self, event: TicketUpdated) -> None:
+        """The monitor still sees a ticket the agent found nothing to do about: look again
+        once its evidence had time to change, and hand it to a person after a few looks."""
+        idle = self._idle.get(event.ticket_id)
+        if idle is None or event.state != TicketState.OPEN.value:
+            return
+        looks, since = idle
+        if time.monotonic() - since < REVISIT_AFTER_S:
+            return
+        if looks > REVISITS:
+            del self._idle[event.ticket_id]
+            await self._escalate(
+                event.ticket_id,
+                f"{event.invariant} on {event.target} is still violated after {looks} "
+                "investigations found nothing to do: a person should look",
+            )
+            return
+        await self._guarded(event.ticket_id)
 
     async def close(self) -> None:
         """Release what the brain holds (an HTTP client)."""
@@ -304,6 +337,7 @@ class AgentLoop:
     ) -> None:
         assert ticket.id is not None
         ticket_id = ticket.id
+        looked = self._idle.pop(ticket_id, (0, 0.0))[0]
         usage = {
             "input_tokens": result.usage.input_tokens,
             "output_tokens": result.usage.output_tokens,
@@ -386,7 +420,9 @@ class AgentLoop:
             # The fix the evidence points to cannot be proposed here: a person must act.
             await self._escalate(ticket_id, reason)
         else:
-            # Nothing to do: the monitor keeps watching and may auto-resolve it.
+            # Nothing to do: the monitor keeps watching and may auto-resolve it; while it stays
+            # violated, the agent looks again (see _revisit).
+            self._idle[ticket_id] = (looked + 1, time.monotonic())
             released = await asyncio.to_thread(self.tickets.release, ticket_id)
             if released is not None:
                 self.bus.publish(TicketUpdated(**released.event_fields(), reason="no action"))
