@@ -212,6 +212,7 @@ def test_rehashed_edit_breaks_the_link_to_the_next_row(log: AuditLog, engine: En
         action_id=victim.action_id,
         payload={"forged": True},
         prev_hash=victim.prev_hash,
+        summary=victim.summary,
     )
     _raw(
         engine,
@@ -222,6 +223,48 @@ def test_rehashed_edit_breaks_the_link_to_the_next_row(log: AuditLog, engine: En
     result = log.verify()
     assert result.first_bad_id == 6
     assert result.reason == "row 6: prev_hash does not match row 5"
+
+
+def test_every_row_has_a_summary_and_the_hash_seals_it(log: AuditLog, engine: Engine) -> None:
+    row = log.append(
+        "action_proposed",
+        actor="agent:rules",
+        payload={"action": "restart_node", "params": {"node": "node-2"}, "risk": "medium"},
+    )
+    assert row.summary == 'proposed restart_node {"node":"node-2"} (medium risk)'
+    assert log.verify().ok
+    _raw(engine, "UPDATE audit SET summary = 'approved nothing' WHERE id = :i", i=row.id)
+    result = log.verify()
+    assert not result.ok
+    assert result.reason == f"row {row.id}: hash mismatch (contents changed)"
+
+
+def test_rows_sealed_before_summaries_still_verify(log: AuditLog, engine: Engine) -> None:
+    """A row written before the summary column existed has an empty one; its hash was made
+    without it and still checks."""
+    rows = _fill(log, 3)
+    previous = GENESIS_HASH
+    for row in rows:
+        old = row_hash(
+            id=row.id,
+            at=row.at,
+            kind=row.kind,
+            actor=row.actor,
+            run_id=row.run_id,
+            ticket_id=row.ticket_id,
+            action_id=row.action_id,
+            payload=row.payload,
+            prev_hash=previous,
+        )
+        _raw(
+            engine,
+            "UPDATE audit SET summary = '', prev_hash = :p, hash = :h WHERE id = :i",
+            p=previous,
+            h=old,
+            i=row.id,
+        )
+        previous = old
+    assert log.verify().ok
 
 
 def test_deleting_a_middle_row_is_detected(log: AuditLog, engine: Engine) -> None:

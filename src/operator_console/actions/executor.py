@@ -24,7 +24,14 @@ from operator_console.actions.store import (
     ClaimLost,
     Controls,
 )
-from operator_console.contract import ActionCatalog, ActionInputError, Condition
+from operator_console.contract import (
+    ActionCatalog,
+    ActionInputError,
+    ActionSpec,
+    Condition,
+    Plan,
+    Step,
+)
 from operator_console.db.models import ActionRow
 from operator_console.db.tickets import TicketRepository
 from operator_console.domain import TicketState
@@ -39,6 +46,8 @@ from operator_console.domain.events import (
     ActionFailed,
     ActionNotVerified,
     ActionRejected,
+    ActionScheduled,
+    ActionStep,
     ActionSucceeded,
     ActionVerified,
     Event,
@@ -53,12 +62,36 @@ from operator_console.domain.events import (
 
 log = logging.getLogger(__name__)
 
+CHECK_EVERY_S = 0.25  # how often a step's own check is asked while it does not hold yet
+
 ANNOUNCED_STATES: dict[str, type[ActionDecided]] = {
     ActionState.APPROVED.value: ActionApproved,
     ActionState.REJECTED.value: ActionRejected,
     ActionState.EXPIRED.value: ActionExpired,
     ActionState.CANCELLED.value: ActionCancelled,
 }
+
+
+class ChainFailed(RuntimeError):
+    """A chain stopped at a failing step; the message says which, why, and what was undone."""
+
+
+class _Checking:
+    """What a step's own check said last, for the message when it never held."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+
+def _reason(exc: BaseException, spec: ActionSpec, checking: _Checking | None = None) -> str:
+    if isinstance(exc, TimeoutError):
+        still = f" (its check: {checking.last})" if checking and checking.last else ""
+        return f"timed out after {spec.timeout_s:g} s{still}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _params_text(params: dict[str, object]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
 
 
 class Verifier:
@@ -178,8 +211,10 @@ class Executor:
             self.bus.publish(ModeChanged(mode=mode.value, previous=self._mode.value))
             self._mode = mode
         rows = await asyncio.to_thread(self.actions.find, run_id=self.run_id, limit=200)
-        # Rows that lapse are marked expired in place and announced below like any change.
+        # Rows that lapse are marked expired in place, and scheduled rows whose time came are
+        # approved (or cancelled, their ticket closed) in place: announced below like any change.
         await asyncio.to_thread(self.actions.expire_due, rows)
+        await asyncio.to_thread(self.actions.release_due, rows)
         for row in reversed(rows):
             assert row.id is not None
             if self._known.get(row.id) == row.state:
@@ -187,6 +222,18 @@ class Executor:
             if row.state == ActionState.PROPOSED.value:
                 # Only this run's own agent proposes, and it announces its proposals itself.
                 self._known[row.id] = row.state
+            elif row.state == ActionState.SCHEDULED.value:
+                at = row.scheduled_for.isoformat() if row.scheduled_for else ""
+                self._announce(
+                    action_event(
+                        ActionScheduled,
+                        row,
+                        by=row.decided_by,
+                        reason=row.policy_reason or row.decision_reason,
+                        runs_at=at,
+                    )
+                )
+                await self._waiting_for_schedule(row)
             elif row.state in ANNOUNCED_STATES:
                 self._announce(
                     action_event(
@@ -202,6 +249,21 @@ class Executor:
                 self._known[row.id] = row.state
             if row.state == ActionState.APPROVED.value:
                 self._start(row.id)
+
+    async def _waiting_for_schedule(self, row: ActionRow) -> None:
+        """The ticket says its fix is approved and when it runs."""
+        if row.ticket_id is None:
+            return
+        ticket = await asyncio.to_thread(self.tickets.get, row.ticket_id)
+        if ticket is None or not TicketState(ticket.state).is_active:
+            return
+        when = f"{row.scheduled_for:%a %H:%M:%S} UTC" if row.scheduled_for else "later"
+        self.bus.publish(
+            TicketUpdated(
+                **ticket.event_fields(),
+                reason=f"action #{row.id} ({row.name}) is approved to run at {when}",
+            )
+        )
 
     def _forget(self, action_id: int, _task: asyncio.Task[None]) -> None:
         self._running.pop(action_id, None)
@@ -245,8 +307,7 @@ class Executor:
             return
         self._announce(action_event(ActionExecuting, row))
         try:
-            spec = self.catalog.get(row.name)
-            params = spec.validate(row.params)
+            plan = self.catalog.plan(row.name, row.params)
         except ActionInputError as exc:
             failed = await asyncio.to_thread(
                 self.actions.finish,
@@ -258,17 +319,13 @@ class Executor:
             )
             self._announce(action_event(ActionFailed, failed, error=str(exc)))
             return
-        attempts = 0
+        counter = [0]
+        checking = _Checking()
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.attempts if spec.retry else 1),
-                wait=wait_random_exponential(multiplier=0.5, max=4.0),
-                reraise=True,
-            ):
-                with attempt:
-                    attempts += 1
-                    async with asyncio.timeout(spec.timeout_s):
-                        result = await spec.run(params)
+            if plan.steps:
+                result = await self._run_chain(row, plan)
+            else:
+                result = await self._attempt(plan.spec, plan.params, counter, checking)
         except asyncio.CancelledError:
             await asyncio.to_thread(
                 self.actions.finish,
@@ -276,24 +333,23 @@ class Executor:
                 ActionState.FAILED,
                 expected=ActionState.EXECUTING,
                 error="cancelled by the kill switch",
-                attempts=attempts,
+                attempts=counter[0],
             )
             raise
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if isinstance(exc, TimeoutError):
-                reason = f"timed out after {spec.timeout_s:g} s"
+            reason = str(exc) if isinstance(exc, ChainFailed) else _reason(exc, plan.spec, checking)
             failed = await asyncio.to_thread(
                 self.actions.finish,
                 action_id,
                 ActionState.FAILED,
                 expected=ActionState.EXECUTING,
                 error=reason,
-                attempts=attempts,
+                attempts=counter[0],
             )
-            self._announce(action_event(ActionFailed, failed, error=reason, attempts=attempts))
+            self._announce(action_event(ActionFailed, failed, error=reason, attempts=counter[0]))
             await self._escalate(row, f"action {row.name} failed: {reason}")
             return
+        attempts = counter[0] if not plan.steps else 1
         done = await asyncio.to_thread(
             self.actions.finish,
             action_id,
@@ -303,11 +359,118 @@ class Executor:
             attempts=attempts,
         )
         self._announce(action_event(ActionSucceeded, done, result=result, attempts=attempts))
-        if not spec.verify:
+        if not plan.verify:
             return  # a diagnostic reports; it fixes nothing, so there is nothing to verify
-        await self._verify(done)
+        await self._verify(done, plan)
 
-    async def _verify(self, row: ActionRow) -> None:
+    async def _attempt(
+        self,
+        spec: ActionSpec,
+        params: object,
+        counter: list[int],
+        checking: _Checking | None = None,
+    ) -> str:
+        """Run one action (with retries if it allows them), each try within its timeout, and
+        where it declares a check, until the check says its effect holds."""
+        result = ""
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.attempts if spec.retry else 1),
+            wait=wait_random_exponential(multiplier=0.5, max=4.0),
+            reraise=True,
+        ):
+            with attempt:
+                counter[0] += 1
+                async with asyncio.timeout(spec.timeout_s):
+                    result = await spec.run(params)
+                    if spec.check is not None:
+                        result = f"{result}; {await self._until_checked(spec, params, checking)}"
+        return result
+
+    async def _until_checked(
+        self, spec: ActionSpec, params: object, checking: _Checking | None
+    ) -> str:
+        assert spec.check is not None
+        while True:
+            problem = await spec.check(params)
+            if checking is not None:
+                checking.last = problem
+            if problem is None:
+                return "its check holds"
+            await asyncio.sleep(CHECK_EVERY_S)
+
+    # ------------------------------------------------------------------------------ chains
+
+    async def _step(self, row: ActionRow, index: int, state: str, detail: str = "") -> None:
+        assert row.id is not None
+        updated, step = await asyncio.to_thread(self.actions.set_step, row.id, index, state, detail)
+        self._announce(
+            action_event(
+                ActionStep,
+                updated,
+                index=index,
+                step=str(step["action"]),
+                step_params=dict(step.get("params") or {}),
+                step_state=state,
+                detail=detail,
+            )
+        )
+
+    async def _run_chain(self, row: ActionRow, plan: Plan) -> str:
+        """Each step in order, with its own retries, timeout and check. A failing step stops
+        the chain: the steps after it are skipped and the ones before it are undone (newest
+        first) where they declare an undo; ChainFailed says all of it."""
+        assert row.id is not None
+        if not row.steps:  # proposed where the catalog's plan was not at hand (the CLI)
+            await asyncio.to_thread(self.actions.set_steps, row.id, plan.describe_steps())
+        done: list[tuple[int, Step]] = []
+        results: list[str] = []
+        total = len(plan.steps)
+        for index, step in enumerate(plan.steps, start=1):
+            await self._step(row, index, "executing")
+            checking = _Checking()
+            try:
+                result = await self._attempt(step.spec, step.params, [0], checking)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await self._step(row, index, "cancelled", "the kill switch")
+                raise
+            except Exception as exc:
+                reason = _reason(exc, step.spec, checking)
+                await self._step(row, index, "failed", reason)
+                for later in range(index + 1, total + 1):
+                    await self._step(row, later, "skipped", f"step {index} failed")
+                undone = await self._undo(row, done)
+                where = f"{step.name} {_params_text(step.params_json())}".strip()
+                raise ChainFailed(
+                    f"step {index} of {total} ({where}) failed: {reason}; {undone}"
+                ) from None
+            await self._step(row, index, "succeeded", result)
+            done.append((index, step))
+            results.append(f"{index}. {step.name}: {result}")
+        return "; ".join(results)
+
+    async def _undo(self, row: ActionRow, done: list[tuple[int, Step]]) -> str:
+        """Take back the steps that ran, newest first, where they declare an undo."""
+        said: list[str] = []
+        for index, step in reversed(done):
+            undo = self.catalog.undo_of(step)
+            if undo is None:
+                continue
+            checking = _Checking()
+            try:
+                result = await self._attempt(undo.spec, undo.params, [0], checking)
+            except Exception as exc:
+                reason = _reason(exc, undo.spec, checking)
+                await self._step(row, index, "undo_failed", f"{undo.name}: {reason}")
+                said.append(f"undoing step {index} ({undo.name}) failed: {reason}")
+                continue
+            await self._step(row, index, "undone", f"{undo.name}: {result}")
+            said.append(f"step {index} ({step.name}) undone by {undo.name}")
+        if not said:
+            return "no step before it declares an undo"
+        return "; ".join(said)
+
+    async def _verify(self, row: ActionRow, plan: Plan) -> None:
         assert row.id is not None
         ok, detail = await self.verifier.verify(row.restores)
         state = ActionState.VERIFIED if ok else ActionState.NOT_VERIFIED
@@ -318,9 +481,8 @@ class Executor:
         self._announce(action_event(verdict, finished, detail=detail))
         if row.ticket_id is None:
             return
-        spec = self.catalog.get(row.name) if row.name in self.catalog.names() else None
-        if ok and spec is not None and spec.effect == "mitigate":
-            await self._mitigated(row, spec.cause)
+        if ok and plan.effect == "mitigate":
+            await self._mitigated(row, plan.cause)
             return
         if ok:
             ticket = await asyncio.to_thread(self.tickets.resolve_by_agent, row.ticket_id)

@@ -7,7 +7,7 @@ approving or rejecting the same action cannot both win; claiming one for executi
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -16,11 +16,12 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from operator_console.actions.windows import Windows
 from operator_console.audit import AuditLog
 from operator_console.contract import ActionSpec, params_hash
 from operator_console.db.claims import claiming, lock_row
-from operator_console.db.models import ActionRow, ApprovalRow, ControlRow
-from operator_console.domain import utcnow
+from operator_console.db.models import ActionRow, ApprovalRow, ControlRow, TicketRow
+from operator_console.domain import TicketState, utcnow
 
 DEFAULT_APPROVAL_TTL_S = 600.0
 DEFAULT_PROPOSAL_TTL_S = 600.0
@@ -28,6 +29,7 @@ DEFAULT_PROPOSAL_TTL_S = 600.0
 
 class ActionState(StrEnum):
     PROPOSED = "proposed"
+    SCHEDULED = "scheduled"  # approved for later: runs at its scheduled_for
     APPROVED = "approved"
     REJECTED = "rejected"
     EXPIRED = "expired"
@@ -139,9 +141,22 @@ class Controls:
         return ActionRepository(self._engine).cancel_pending(by=by, reason="kill switch")
 
 
+# Approved or approved for later, not yet running: what a person may still reject and the kill
+# switch cancels.
+PENDING = (ActionState.PROPOSED.value, ActionState.SCHEDULED.value, ActionState.APPROVED.value)
+
+
+def _when(text: datetime) -> str:
+    return f"{text:%a %Y-%m-%d %H:%M:%S} UTC"
+
+
 class ActionRepository:
-    def __init__(self, engine: Engine) -> None:
+    """Actions in the database. `clock` is the time everything here is judged by (expiry,
+    schedules, maintenance windows); tests pass their own."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._engine = engine
+        self.now = clock
 
     def get(self, action_id: int) -> ActionRow | None:
         with Session(self._engine, expire_on_commit=False) as session:
@@ -194,14 +209,18 @@ class ActionRepository:
         decision: str = "",
         policy_reason: str = "",
         system: str = "",
+        risk: str | None = None,
+        steps: list[dict[str, Any]] | None = None,
     ) -> ActionRow:
+        """Record a proposal; a chain's `risk` is its riskiest step's, and its `steps` are
+        stored with it (each pending) so the approval names every one."""
         row = ActionRow(
             run_id=run_id,
             ticket_id=ticket_id,
             name=spec.name,
             params=params,
             params_hash=params_hash(spec.name, params),
-            risk=spec.risk,
+            risk=risk or spec.risk,
             restores=restores,
             reason=reason,
             targets=list(targets if targets is not None else spec.targets(params)),
@@ -210,13 +229,15 @@ class ActionRepository:
             system=system,
             proposed_by=proposed_by,
             state=ActionState.PROPOSED.value,
-            expires_at=utcnow() + timedelta(seconds=ttl_s),
+            expires_at=self.now() + timedelta(seconds=ttl_s),
+            steps=steps,
         )
         with Session(self._engine, expire_on_commit=False) as session:
             session.add(row)
             session.commit()
             session.refresh(row)
-        _audit(self._engine, "action_proposed", proposed_by, row, reason=reason)
+        extra: dict[str, Any] = {"steps": steps} if steps else {}
+        _audit(self._engine, "action_proposed", proposed_by, row, reason=reason, **extra)
         return row
 
     def _transition(
@@ -238,7 +259,7 @@ class ActionRepository:
         return row
 
     def _expire_if_due(self, row: ActionRow) -> None:
-        if row.expires_at is not None and row.expires_at <= utcnow():
+        if row.expires_at is not None and row.expires_at <= self.now():
             assert row.id is not None
             if self._transition(row.id, ActionState(row.state), ActionState.EXPIRED):
                 row.state = ActionState.EXPIRED.value
@@ -253,7 +274,13 @@ class ActionRepository:
         reason: str = "",
         ttl_s: float = DEFAULT_APPROVAL_TTL_S,
         controls: Controls | None = None,
+        at: datetime | None = None,
+        windows: Windows | None = None,
+        run_now: bool = False,
     ) -> ApprovalRow:
+        """Approve a proposal: to run now, or at `at` (then it waits in `scheduled`). A
+        high-risk action outside every maintenance window waits for the next one, unless
+        `run_now` (a person's `--now`). The approval lasts `ttl_s` from when it may run."""
         row = self._require(action_id)
         controls = controls or Controls(self._engine)
         if controls.kill_switch():
@@ -261,14 +288,38 @@ class ActionRepository:
         if row.state != ActionState.PROPOSED.value:
             raise ApprovalError(f"action {action_id} is {row.state}, not proposed")
         self._expire_if_due(row)
-        now = utcnow()
+        now = self.now()
+        if at is not None and at.tzinfo is None:
+            raise ApprovalError("a scheduled time needs its time zone (e.g. 2026-12-05T02:00Z)")
+        why_later = ""
+        if at is not None and at > now:
+            why_later = f"scheduled by {by} for {_when(at)}"
+        elif windows and row.risk == "high" and not run_now and not windows.open_at(now):
+            at = windows.next_opening(now)
+            if at is not None:
+                why_later = (
+                    f"high risk: waits for the maintenance window ({windows.describe()}), "
+                    f"next open {_when(at)}; approve with --now to run it at once"
+                )
+        later = at is not None and at > now
+        runs_from = at if later and at is not None else now
         approval = ApprovalRow(
             action_id=action_id,
             params_hash=row.params_hash,
             approved_by=by,
             reason=reason,
-            expires_at=now + timedelta(seconds=ttl_s),
+            expires_at=runs_from + timedelta(seconds=ttl_s),
         )
+        values: dict[str, Any] = {
+            "state": (ActionState.SCHEDULED if later else ActionState.APPROVED).value,
+            "decided_at": now,
+            "decided_by": by,
+            "decision_reason": reason,
+        }
+        if later:
+            values["scheduled_for"] = at
+            values["expires_at"] = runs_from + timedelta(seconds=ttl_s)
+            values["policy_reason"] = why_later
         # One transaction: an executor never sees the action approved without its approval.
         with Session(self._engine, expire_on_commit=False) as session:
             moved = session.execute(
@@ -277,12 +328,7 @@ class ActionRepository:
                     col(ActionRow.id) == action_id,
                     col(ActionRow.state) == ActionState.PROPOSED.value,
                 )
-                .values(
-                    state=ActionState.APPROVED.value,
-                    decided_at=now,
-                    decided_by=by,
-                    decision_reason=reason,
-                )
+                .values(**values)
             )
             if getattr(moved, "rowcount", 0) != 1:
                 session.rollback()
@@ -291,18 +337,107 @@ class ActionRepository:
             session.add(approval)
             session.commit()
             session.refresh(approval)
-        row.state = ActionState.APPROVED.value
-        _audit(self._engine, "action_approved", by, row, reason=reason, approval_id=approval.id)
+        row.state = values["state"]
+        if later:
+            row.scheduled_for, row.policy_reason = at, why_later
+            _audit(
+                self._engine,
+                "action_scheduled",
+                by,
+                row,
+                reason=reason,
+                at=runs_from.isoformat(),
+                why=why_later,
+                approval_id=approval.id,
+            )
+        else:
+            _audit(self._engine, "action_approved", by, row, reason=reason, approval_id=approval.id)
         return approval
+
+    def release_due(self, rows: list[ActionRow]) -> list[ActionRow]:
+        """Scheduled actions among `rows` whose time has come: approved now, or cancelled when
+        their ticket closed meanwhile (nothing is left to fix). Returns those that moved."""
+        now = self.now()
+        moved: list[ActionRow] = []
+        for row in rows:
+            if row.state != ActionState.SCHEDULED.value:
+                continue
+            if row.scheduled_for is None or row.scheduled_for > now:
+                continue
+            assert row.id is not None
+            closed = self._closed_ticket(row.ticket_id)
+            if closed is not None:
+                reason = f"ticket #{row.ticket_id} was {closed} before the action's time"
+                if self._transition(
+                    row.id, ActionState.SCHEDULED, ActionState.CANCELLED, decision_reason=reason
+                ):
+                    row.state, row.decision_reason = ActionState.CANCELLED.value, reason
+                    _audit(self._engine, "action_cancelled", "policy", row, reason=reason)
+                    moved.append(row)
+                continue
+            if self._transition(row.id, ActionState.SCHEDULED, ActionState.APPROVED):
+                row.state = ActionState.APPROVED.value
+                _audit(self._engine, "action_due", "policy", row, at=now.isoformat())
+                moved.append(row)
+        return moved
+
+    def _closed_ticket(self, ticket_id: int | None) -> str | None:
+        """The state of the action's ticket when it is no longer active, else None."""
+        if ticket_id is None:
+            return None
+        with Session(self._engine) as session:
+            ticket = session.get(TicketRow, ticket_id)
+        if ticket is None or TicketState(ticket.state).is_active:
+            return None
+        return ticket.state
+
+    def set_steps(self, action_id: int, steps: list[dict[str, Any]]) -> None:
+        """Store a chain's steps (each pending) with an action that was proposed without them."""
+        with Session(self._engine) as session:
+            session.execute(
+                update(ActionRow).where(col(ActionRow.id) == action_id).values(steps=steps)
+            )
+            session.commit()
+
+    def set_step(
+        self, action_id: int, index: int, state: str, detail: str = ""
+    ) -> tuple[ActionRow, dict[str, Any]]:
+        """Record one chain step's new state (and what it said); returns the row and the step."""
+        with Session(self._engine, expire_on_commit=False) as session:
+            row = session.get(ActionRow, action_id)
+            if row is None or not row.steps:
+                raise ApprovalError(f"action {action_id} has no steps")
+            steps = [dict(step) for step in row.steps]
+            step = steps[index - 1]
+            step["state"] = state
+            if detail:
+                step["detail"] = detail
+            step["at"] = self.now().isoformat()
+            row.steps = steps  # a new list, so the JSON column is written
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+        _audit(
+            self._engine,
+            "action_step",
+            "executor",
+            row,
+            index=index,
+            step=step["action"],
+            step_params=step.get("params", {}),
+            step_state=state,
+            detail=detail,
+        )
+        return row, step
 
     def reject(self, action_id: int, *, by: str, reason: str) -> ActionRow:
         row = self._require(action_id)
-        for state in (ActionState.PROPOSED, ActionState.APPROVED):
+        for state in (ActionState.PROPOSED, ActionState.SCHEDULED, ActionState.APPROVED):
             if self._transition(
                 action_id,
                 state,
                 ActionState.REJECTED,
-                decided_at=utcnow(),
+                decided_at=self.now(),
                 decided_by=by,
                 decision_reason=reason,
             ):
@@ -324,7 +459,7 @@ class ActionRepository:
             raise ApprovalError("the kill switch is on")
         if controls.mode() is Mode.OBSERVE:
             raise ApprovalError("mode is observe: nothing executes")
-        now = utcnow()
+        now = self.now()
         with claiming(self._engine) as session:
             locked = lock_row(session, ActionRow, action_id, skip_locked=True)
             if locked is None:
@@ -365,7 +500,7 @@ class ActionRepository:
         error: str | None = None,
         attempts: int | None = None,
     ) -> ActionRow:
-        values: dict[str, Any] = {"finished_at": utcnow()}
+        values: dict[str, Any] = {"finished_at": self.now()}
         if result is not None:
             values["result"] = result
         if error is not None:
@@ -380,9 +515,9 @@ class ActionRepository:
     def expire_due(self, rows: list[ActionRow] | None = None) -> list[ActionRow]:
         """Proposals past their expiry, and approvals that lapsed unused (among `rows` when
         the caller has just read them)."""
-        now = utcnow()
+        now = self.now()
         expired: list[ActionRow] = []
-        pending = [ActionState.PROPOSED.value, ActionState.APPROVED.value]
+        pending = list(PENDING)
         candidates = self.find(states=pending) if rows is None else rows
         for row in (r for r in candidates if r.state in pending):
             if row.expires_at is not None and row.expires_at <= now:
@@ -395,8 +530,7 @@ class ActionRepository:
 
     def cancel_pending(self, *, by: str, reason: str) -> list[ActionRow]:
         cancelled = []
-        pending = [ActionState.PROPOSED.value, ActionState.APPROVED.value]
-        for row in self.find(states=pending, limit=1000):
+        for row in self.find(states=list(PENDING), limit=1000):
             assert row.id is not None
             if self._transition(
                 row.id, ActionState(row.state), ActionState.CANCELLED, decision_reason=reason

@@ -180,13 +180,17 @@ class Proposer:
         already doing it when the same action is under way."""
         assert ticket.id is not None
         try:
-            spec = self.catalog.get(name)
-            valid = spec.validate(params).model_dump(mode="json")
+            # A chain is planned step by step: each step must be one of the catalog's own
+            # actions with valid parameters; the brain cannot invent one.
+            plan = self.catalog.plan(name, params)
         except ActionInputError as exc:
             self.bus.publish(ActionInvalid(ticket_id=ticket.id, action=name, error=str(exc)))
             self.audit("action_invalid", ticket.id, {"action": name, "error": str(exc)})
             return f"{name} was recommended but cannot be proposed: {exc}"
-        targets = spec.targets(valid)
+        spec = plan.spec
+        valid = plan.params_json()
+        targets = plan.targets()
+        steps = plan.describe_steps()
         running = await asyncio.to_thread(self.under_way, name, valid, targets)
         if running is not None and running.id is not None:
             for_ticket = f" for ticket #{running.ticket_id}" if running.ticket_id else ""
@@ -199,11 +203,13 @@ class Proposer:
         mode = await asyncio.to_thread(self.controls.mode)
         kill = await asyncio.to_thread(self.controls.kill_switch)
         scope = await asyncio.to_thread(self.scope, ticket, targets, diagnosis, investigation)
-        policy = decide(spec.risk, mode, kill_switch=kill, scope=scope)
+        policy = decide(plan.risk, mode, kill_switch=kill, scope=scope)
         row = await asyncio.to_thread(
             self.actions.propose,
             spec,
             valid,
+            risk=plan.risk,
+            steps=steps or None,
             proposed_by=self.actor,
             reason=reason,
             run_id=self.run_id,
@@ -222,7 +228,7 @@ class Proposer:
                 "decision": policy.decision.value,
                 "why": policy.why,
                 "mode": mode.value,
-                "risk": spec.risk,
+                "risk": plan.risk,
                 "targets": targets,
             },
         )
@@ -236,6 +242,7 @@ class Proposer:
                 mode=mode.value,
                 expires_at=row.expires_at.isoformat() if row.expires_at else None,
                 targets=targets,
+                steps=steps,
             )
         )
         if policy.decision is Decision.EXECUTE:

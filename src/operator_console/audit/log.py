@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from sqlmodel import Session, col, select
 
 from operator_console.audit.redact import redact, register_secrets_from_env
+from operator_console.audit.summary import summarize
 from operator_console.db.models import AuditRow
 from operator_console.domain import utcnow
 
@@ -55,8 +56,11 @@ def row_hash(
     action_id: int | None,
     payload: Any,
     prev_hash: str,
+    summary: str = "",
 ) -> str:
-    """The SHA-256 of a row's canonical JSON; any change to any field changes it."""
+    """The SHA-256 of a row's canonical JSON; any change to any field changes it. The summary
+    is part of the document only when there is one, so rows written before summaries existed
+    keep the hashes they were sealed with."""
     document = {
         "id": id,
         "at": at.astimezone(UTC).isoformat(),
@@ -68,6 +72,8 @@ def row_hash(
         "payload": payload,
         "prev_hash": prev_hash,
     }
+    if summary:
+        document["summary"] = summary
     canonical = json.dumps(
         document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
@@ -116,12 +122,14 @@ class AuditLog:
         action_id: int | None = None,
     ) -> AuditRow:
         clean = redact(to_json_value(dict(payload or {})))
+        line = redact(summarize(kind, clean))
         for attempt in range(_APPEND_ATTEMPTS):
             try:
                 return self._append_once(
                     kind,
                     actor=actor,
                     payload=clean,
+                    summary=line,
                     run_id=run_id,
                     ticket_id=ticket_id,
                     action_id=action_id,
@@ -137,6 +145,7 @@ class AuditLog:
         *,
         actor: str,
         payload: dict[str, Any],
+        summary: str,
         run_id: str | None,
         ticket_id: int | None,
         action_id: int | None,
@@ -160,6 +169,7 @@ class AuditLog:
                 action_id=action_id,
                 payload=payload,
                 prev_hash=prev_hash,
+                summary=summary,
             )
             row = AuditRow(
                 id=next_id,
@@ -170,6 +180,7 @@ class AuditLog:
                 ticket_id=ticket_id,
                 action_id=action_id,
                 payload=payload,
+                summary=summary,
                 prev_hash=prev_hash,
                 hash=digest,
             )
@@ -243,6 +254,7 @@ class AuditLog:
                     action_id=row.action_id,
                     payload=row.payload,
                     prev_hash=row.prev_hash,
+                    summary=row.summary,
                 )
             except (TypeError, ValueError, AttributeError) as exc:
                 return VerifyResult(False, checked, row.id, f"row {row.id}: unreadable ({exc})")
@@ -285,6 +297,7 @@ class AuditLog:
                 cast(col(AuditRow.payload), Text),
                 col(AuditRow.prev_hash),
                 col(AuditRow.hash),
+                col(AuditRow.summary),
             )
             .where(col(AuditRow.id) > after)
             .order_by(col(AuditRow.id))
@@ -300,7 +313,11 @@ class AuditLog:
                 except ValueError as exc:
                     out.append(_Unreadable(row_id, f"payload is not JSON ({exc})"))
                     break
-                out.append(_Stored(row_id, r[1], r[2], r[3], r[4], r[5], r[6], payload, r[8], r[9]))
+                out.append(
+                    _Stored(
+                        row_id, r[1], r[2], r[3], r[4], r[5], r[6], payload, r[8], r[9], r[10] or ""
+                    )
+                )
         return out
 
     def _fetch_one_by_one(self, after: int, limit: int) -> builtins.list[_Stored | _Unreadable]:
@@ -336,6 +353,7 @@ class _Stored:
     payload: Any
     prev_hash: str
     hash: str
+    summary: str = ""
 
 
 @dataclass(frozen=True, slots=True)

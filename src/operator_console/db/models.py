@@ -160,6 +160,11 @@ class ActionRow(SQLModel, table=True):
     result: str | None = None
     error: str | None = None
     finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    # A chain's steps, each with its own state ("pending", "executing", "succeeded",
+    # "failed", "undone", "undo_failed", "skipped", "cancelled"); None for a single action.
+    steps: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    # An approval for later (`actions approve --at/--after`, or a maintenance window).
+    scheduled_for: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
     def to_dict(self) -> dict[str, Any]:
         data = self.model_dump()
@@ -208,6 +213,8 @@ class AuditRow(SQLModel, table=True):
     ticket_id: int | None = Field(default=None, index=True)
     action_id: int | None = None
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # One line for lists; sealed by the hash when non-empty (rows before summaries had none).
+    summary: str = ""
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
 
@@ -221,6 +228,7 @@ class AuditRow(SQLModel, table=True):
             "ticket_id": self.ticket_id,
             "action_id": self.action_id,
             "payload": self.payload,
+            "summary": self.summary,
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         }

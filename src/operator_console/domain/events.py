@@ -373,6 +373,7 @@ class ActionProposed(ActionEvent):
     mode: str = ""
     expires_at: str | None = None
     targets: list[str] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # a chain's, each one named
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -388,6 +389,15 @@ class ActionApproved(ActionDecided):
     """A person (or the policy, in auto mode) approved the action."""
 
     name: ClassVar[str] = "action_approved"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionScheduled(ActionDecided):
+    """Approved for later: it runs at `runs_at` (a person's time, or the next maintenance window),
+    after the same checks as any approved action."""
+
+    name: ClassVar[str] = "action_scheduled"
+    runs_at: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -416,6 +426,19 @@ class ActionExecuting(ActionEvent):
     """The executor claimed the action's approval and runs it."""
 
     name: ClassVar[str] = "action_executing"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionStep(ActionEvent):
+    """One step of a chain changed state: executing, succeeded, failed, or (after a later
+    step failed) undone, undo_failed, skipped; cancelled by the kill switch."""
+
+    name: ClassVar[str] = "action_step"
+    index: int
+    step: str
+    step_params: dict[str, Any]
+    step_state: str
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,10 +14,12 @@ import pytest
 import pytest_asyncio
 
 from operator_console.domain import Observation
+from operator_console.domain.events import ActionStep, ActionVerified, TicketResolved
 from operator_console.subjects.etcd.invariants import ApplyLag, ErrorRate, LatencySLO
 from operator_console.subjects.etcd.spec import ThresholdSpec
 from operator_console.subjects.etcd.state import EtcdState
 from operator_console.subjects.etcd.workload import PREFIX
+from tests.executor_harness import loops
 from tests.subjects.etcd.conftest import Etcd, deployed, recommended
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -51,7 +53,9 @@ async def run(etcd: Etcd, action: str, params: dict[str, object]) -> str:
     return await spec.run(spec.validate(params))
 
 
-async def test_a_full_quota_raises_nospace_and_recover_nospace_reclaims_it(etcd: Etcd):
+async def test_a_full_quota_raises_nospace_and_recover_nospace_reclaims_it(
+    etcd: Etcd, tmp_path: Path
+) -> None:
     fault = etcd.lab.make_fault("quota_fill", "cluster", {})
     await fault.inject()
     observation, violation = await etcd.fired("nospace_alarm", "cluster", timeout=10)
@@ -63,12 +67,27 @@ async def test_a_full_quota_raises_nospace_and_recover_nospace_reclaims_it(etcd:
     result = await etcd.investigate("nospace_alarm", "cluster")
     assert result.diagnosis is not None and result.diagnosis.label == "quota_exhausted"
     assert recommended(result) == ("recover_nospace", {})
-    done = await run(etcd, "recover_nospace", {})
-    steps = done.split("; ")
-    assert steps[0].startswith("1. compacted the history to revision")
-    assert [s.split(" ")[2] for s in steps[1:4]] == etcd.cluster.member_names  # each in turn
-    assert "disarmed NOSPACE" in steps[4] and "a test write" in steps[5]
-    await etcd.until(lambda o: not etcd.violations(o, "nospace_alarm"), "the alarm clears")
+    # The runbook is a chain: one approval, each step run, reported and checked in turn.
+    async with loops(etcd.deployment, tmp_path) as run_loops:
+        ticket = await run_loops.ticket("nospace_alarm", "cluster")
+        row = await run_loops.propose(ticket, "recover_nospace", {})
+        members = etcd.cluster.member_names
+        assert [s["action"] for s in row.steps or []] == [
+            "compact",
+            *["defragment"] * len(members),
+            "disarm_alarm",
+            "probe_write",
+        ]
+        last = await run_loops.approve_and_wait(row)
+        assert isinstance(last, ActionVerified), last
+        done = run_loops.of(ActionStep, action_id=row.id, step_state="succeeded")
+        assert [(e.index, e.step) for e in done] == [
+            (i, s["action"]) for i, s in enumerate(row.steps or [], start=1)
+        ]
+        assert done[0].detail.startswith("compacted the history to revision")
+        assert [e.step_params["member"] for e in done[1:4]] == members  # each in turn
+        assert "disarmed NOSPACE" in done[4].detail and "a test write" in done[5].detail
+        await run_loops.next(TicketResolved, ticket_id=ticket.id)
     await fault.clear()
 
 

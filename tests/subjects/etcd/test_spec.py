@@ -82,6 +82,7 @@ def test_sizes_targets_and_names_come_from_the_catalogs() -> None:
         "compact",
         "defragment",
         "disarm_alarm",
+        "probe_write",
         "recover_nospace",
     }
 
@@ -97,6 +98,7 @@ def test_attached_the_process_actions_are_unavailable_with_the_reason() -> None:
         "compact": "medium",
         "defragment": "medium",
         "disarm_alarm": "low",
+        "probe_write": "low",
         "recover_nospace": "medium",
     }
     move = catalog.get("move_leader")
@@ -104,6 +106,16 @@ def test_attached_the_process_actions_are_unavailable_with_the_reason() -> None:
     assert move.targets({"to": "member-2"}) == ["member-2"]
     assert catalog.get("recover_nospace").targets({}) == ["cluster"]
     assert set(catalog.get("recover_nospace").restores) == {"nospace_alarm", "db_near_quota"}
+    # The NOSPACE runbook is a chain of the catalog's own actions, judged by its riskiest step.
+    plan = catalog.plan("recover_nospace", {})
+    assert [(s.name, s.params_json()) for s in plan.steps] == [
+        ("compact", {}),
+        *[("defragment", {"member": m}) for m in MEMBERS],
+        ("disarm_alarm", {"alarm": "NOSPACE"}),
+        ("probe_write", {}),
+    ]
+    assert plan.risk == "medium" and plan.effect == "fix" and plan.verify
+    assert plan.targets() == ["cluster", *MEMBERS]
     with pytest.raises(ValueError, match="unknown member"):
         move.validate({"to": "member-9"})
 

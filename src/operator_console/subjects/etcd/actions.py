@@ -215,7 +215,10 @@ class EtcdActions:
         return f"{member} still freeing pages after {_SETTLE_S:g} s"
 
     async def defragment(self, p: Any) -> str:
-        return await self._defragment(p.member)
+        # After a compaction each member frees its pages in the background; defragmenting
+        # before that gives nothing back.
+        settled = await self._settled(p.member)
+        return f"{await self._defragment(p.member)} ({settled} before)"
 
     async def _disarm(self, alarm: str) -> str:
         via, _ = await self._with_leader()
@@ -233,28 +236,29 @@ class EtcdActions:
     async def disarm_alarm(self, p: Any) -> str:
         return await self._disarm(p.alarm)
 
-    async def recover_nospace(self, p: Any) -> str:
-        """Compact, defragment each member in turn, disarm NOSPACE, then prove a write works."""
-        steps: list[str] = [await self._compact()]
-        for member in self.backend.member_names:
-            try:
-                settled = await self._settled(member)
-                steps.append(f"{await self._defragment(member)} ({settled} before)")
-            except ActionFailed as exc:
-                steps.append(f"skipped {member}: {exc}")
-        try:
-            steps.append(await self._disarm("NOSPACE"))
-        except ActionFailed as exc:
-            numbered = "; ".join(f"{i}. {s}" for i, s in enumerate(steps, 1))
-            raise ActionFailed(f"{numbered}; then: {exc}") from exc
+    async def probe_write(self, p: Any) -> str:
+        """Prove the cluster takes a write: put a probe key through a member that knows a
+        leader."""
         via, _ = await self._with_leader()
         try:
             put = await self.backend.client(via).put(PROBE_KEY, str(time.time()), timeout=5.0)
         except EtcdError as exc:
-            numbered = "; ".join(f"{i}. {s}" for i, s in enumerate(steps, 1))
-            raise ActionFailed(f"{numbered}; yet a test write still fails: {exc}") from exc
-        steps.append(f"a test write through {via} succeeded at revision {put.revision}")
-        return "; ".join(f"{i}. {s}" for i, s in enumerate(steps, 1))
+            raise ActionFailed(f"a test write through {via} fails: {exc}") from exc
+        return f"a test write through {via} succeeded at revision {put.revision}"
+
+    def recover_nospace_steps(self, p: Any) -> list[tuple[str, dict[str, Any]]]:
+        """The NOSPACE runbook as a chain: compact, defragment each member in turn, disarm
+        NOSPACE, prove a write succeeds."""
+        return [
+            ("compact", {}),
+            *(("defragment", {"member": m}) for m in self.backend.member_names),
+            ("disarm_alarm", {"alarm": "NOSPACE"}),
+            ("probe_write", {}),
+        ]
+
+
+async def _chain_only(_params: Any) -> str:
+    raise RuntimeError("a chain runs step by step; the executor runs its steps")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +273,7 @@ class _Def:
     effect: Effect = "fix"
     cause: str | None = None
     retry: bool = True
+    chain: bool = False  # its steps are other actions of this catalog
 
 
 ACTIONS: tuple[_Def, ...] = (
@@ -328,13 +333,24 @@ ACTIONS: tuple[_Def, ...] = (
         ("nospace_alarm",),
     ),
     _Def(
+        "probe_write",
+        "Write a probe key through a member that knows a leader: proves the cluster takes "
+        "writes again.",
+        "none",
+        "low",
+        (),
+        effect="diagnose",
+    ),
+    _Def(
         "recover_nospace",
-        "The NOSPACE runbook in one action: compact to the current revision, defragment each "
-        "member in turn, disarm NOSPACE and prove a write succeeds; each step is in the result.",
+        "The NOSPACE runbook as a chain under one approval: compact to the current revision, "
+        "defragment each member in turn, disarm NOSPACE, prove a write succeeds; a failing "
+        "step stops it.",
         "none",
         "medium",
         ("nospace_alarm", "db_near_quota"),
         timeout_s=150.0,
+        chain=True,
     ),
 )
 ACTION_NAMES: tuple[str, ...] = tuple(d.name for d in ACTIONS)
@@ -358,7 +374,7 @@ def build_catalog(backend: EtcdBackend) -> ActionCatalog:
         if d.process and not backend.processes:
             unavailable[d.name] = NO_PROCESS
             continue
-        run: Callable[[Any], Awaitable[str]] = getattr(acts, d.name)
+        run: Callable[[Any], Awaitable[str]] = _chain_only if d.chain else getattr(acts, d.name)
         specs.append(
             ActionSpec(
                 d.name,
@@ -373,6 +389,8 @@ def build_catalog(backend: EtcdBackend) -> ActionCatalog:
                 fixed_targets=("cluster",) if d.params == "none" else (),
                 effect=d.effect,
                 cause=d.cause,
+                verify=d.effect != "diagnose",
+                steps=getattr(acts, f"{d.name}_steps") if d.chain else None,
             )
         )
     return ActionCatalog(tuple(specs), unavailable)
