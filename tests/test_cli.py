@@ -264,3 +264,26 @@ def test_tickets_show_prints_diagnosis_transcript_actions_and_audit_rows(
     assert [a["kind"] for a in data["audit"]][:2] == ["action_rejected", "action_proposed"]
     assert {a["ticket_id"] for a in data["audit"]} == {ticket_id}
     assert len(data["audit"]) == 6
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "needle"),
+    [
+        ("OPERATOR_CONSOLE_INTERVAL", "abc", "OPERATOR_CONSOLE_INTERVAL: Input should be a valid"),
+        ("OPERATOR_CONSOLE_MODE", "fast", "OPERATOR_CONSOLE_MODE: Input should be 'observe'"),
+        (
+            "OPERATOR_CONSOLE_MAINTENANCE_WINDOWS",
+            "Sunday at noon",
+            "is not a maintenance window; write e.g. 'Sat 02:00-04:00 UTC'",
+        ),
+    ],
+)
+def test_a_bad_setting_in_the_environment_is_one_line_naming_the_variable(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, needle: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    result = cli.invoke(main, ["tickets", "list"])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert needle in result.output and "fix or unset it" in result.output
+    assert len(result.output.strip().splitlines()) == 1

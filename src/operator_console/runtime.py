@@ -162,7 +162,7 @@ class Runtime:
         self.controls = Controls(engine, default_mode=Mode(settings.mode))
         self.actions = ActionRepository(engine)
         self.audit = AuditLog(engine)
-        self.decisions = Decisions(self.actions, self.controls, self.bus)
+        self.decisions = Decisions(self.actions, self.controls, self.bus, windows=settings.windows)
         self.agent: AgentLoop | None = None
         self.executor: Executor | None = None
         self.brain_why = ""

@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from operator_console.domain.windows import Windows
 
 APP_NAME = "operator-console"
 
@@ -49,10 +51,24 @@ class Settings(BaseSettings):
     # How long a run waits for a person to decide a proposal before it ends and says so.
     approval_wait_s: float = Field(default=120.0, gt=0, le=86_400)
 
+    # When high-risk actions may run, e.g. "Sat 02:00-04:00 UTC; Wed 22:00-23:00 UTC"; empty:
+    # any time. Approved outside one, a high-risk action waits for the next (unless --now).
+    maintenance_windows: str = ""
+
+    @field_validator("maintenance_windows")
+    @classmethod
+    def _windows_read(cls, value: str) -> str:
+        Windows.parse(value)  # a WindowError (a ValueError) names the form that works
+        return value
+
     # The agent's shell tool: off unless enabled. Each call is a high-risk action.
     shell_enabled: bool = False
     shell_timeout_s: float = Field(default=20.0, gt=0, le=600)
     shell_output_cap: int = Field(default=8000, ge=256, le=1_000_000)
+
+    @property
+    def windows(self) -> Windows:
+        return Windows.parse(self.maintenance_windows)
 
     @property
     def db_url(self) -> str:

@@ -156,6 +156,7 @@ class Executor:
         self.condition = condition
         self._known: dict[int, str] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._telling: set[asyncio.Task[None]] = set()
         self._kill_switch = False
         self._mode = controls.mode()
 
@@ -186,6 +187,15 @@ class Executor:
         self._known[event.action_id] = event.state
         if isinstance(event, ActionApproved):
             self._start(event.action_id)
+        elif isinstance(event, ActionScheduled):
+            task = asyncio.create_task(self._scheduled_here(event.action_id))
+            self._telling.add(task)
+            task.add_done_callback(self._telling.discard)
+
+    async def _scheduled_here(self, action_id: int) -> None:
+        row = await asyncio.to_thread(self.actions.get, action_id)
+        if row is not None:
+            await self._waiting_for_schedule(row)
 
     def _start(self, action_id: int) -> None:
         if action_id in self._running or self._kill_switch:

@@ -16,12 +16,12 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from operator_console.actions.windows import Windows
 from operator_console.audit import AuditLog
 from operator_console.contract import ActionSpec, params_hash
 from operator_console.db.claims import claiming, lock_row
 from operator_console.db.models import ActionRow, ApprovalRow, ControlRow, TicketRow
 from operator_console.domain import TicketState, utcnow
+from operator_console.domain.windows import Windows
 
 DEFAULT_APPROVAL_TTL_S = 600.0
 DEFAULT_PROPOSAL_TTL_S = 600.0
@@ -319,7 +319,9 @@ class ActionRepository:
         if later:
             values["scheduled_for"] = at
             values["expires_at"] = runs_from + timedelta(seconds=ttl_s)
-            values["policy_reason"] = why_later
+            values["policy_reason"] = (
+                f"{row.policy_reason}; {why_later}" if row.policy_reason else why_later
+            )
         # One transaction: an executor never sees the action approved without its approval.
         with Session(self._engine, expire_on_commit=False) as session:
             moved = session.execute(
@@ -339,7 +341,7 @@ class ActionRepository:
             session.refresh(approval)
         row.state = values["state"]
         if later:
-            row.scheduled_for, row.policy_reason = at, why_later
+            row.scheduled_for, row.policy_reason = at, values["policy_reason"]
             _audit(
                 self._engine,
                 "action_scheduled",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
+from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
 from operator_console.db import DatabaseError, create_db_engine, init_db
@@ -39,8 +40,12 @@ class CliContext:
 
     @property
     def settings(self) -> Settings:
+        """The settings; a bad value in the environment is one line naming the variable."""
         if self._settings is None:
-            self._settings = Settings(**self.overrides)
+            try:
+                self._settings = Settings(**self.overrides)
+            except ValidationError as exc:
+                raise click.ClickException(settings_error(exc)) from None
         return self._settings
 
     @property
@@ -69,6 +74,16 @@ class CliContext:
 
     def setup_logging(self) -> Path:
         return setup_logging(self.settings)
+
+
+def settings_error(exc: ValidationError) -> str:
+    """The first bad setting, named as the user set it (its environment variable)."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else "settings"
+    variable = name.upper() if name.startswith("ANTHROPIC") else f"OPERATOR_CONSOLE_{name.upper()}"
+    given = error.get("input")
+    shown = "" if name.startswith("anthropic_api") else f" (got {given!r})"
+    return f"{variable}: {error['msg']}{shown}; fix or unset it"
 
 
 def cli_context() -> CliContext:
