@@ -25,6 +25,11 @@ from operator_console.actions.store import ActionRepository, Controls, Mode
 from operator_console.agent.proposals import Limits
 from operator_console.agent.runner import AgentLoop
 from operator_console.agent.select import choose_brain
+from operator_console.agent.summaries import (
+    AuditSummarizer,
+    summarize_while_running,
+    summarizer_for,
+)
 from operator_console.audit import AuditLog, redact
 from operator_console.contract import (
     AgentKit,
@@ -165,6 +170,7 @@ class Runtime:
         self.decisions = Decisions(self.actions, self.controls, self.bus, windows=settings.windows)
         self.agent: AgentLoop | None = None
         self.executor: Executor | None = None
+        self.summarizer: AuditSummarizer | None = None
         self.brain_why = ""
         self._loops: list[LoopHandle] = []
         self.spawn: Spawn = spawn_task
@@ -277,6 +283,8 @@ class Runtime:
             )
         choice = choose_brain(self.settings, kit, self.brain_choice)
         self.brain_why = choice.why
+        if choice.brain.name == "claude":
+            self.summarizer = summarizer_for(self.settings, self.audit, self.run_id)
         self.agent = AgentLoop(
             choice.brain,
             kit,
@@ -333,6 +341,8 @@ class Runtime:
             loops.append(("agent", self.agent.run()))
         if self.executor is not None:
             loops.append(("executor", self.executor.run()))
+        if self.summarizer is not None:
+            loops.append(("summaries", summarize_while_running(self.summarizer, self.bus)))
         for name, loop in loops:
             self._loops.append(self.spawn(name, loop))
         return list(self._loops)
@@ -397,6 +407,8 @@ class Runtime:
     async def finish(self, *, ok: bool, summary: dict[str, Any], reason: str = "") -> None:
         """Record the outcome; tickets still open are abandoned first, and the summary says so."""
         await self.stop_loops()  # nothing may reopen or touch a ticket after this
+        if self.summarizer is not None:  # the last steps' lines, within the budget
+            await _bounded(self.summarizer.flush(), STOP_STEP_S, "audit summaries")
         abandoned = await self.abandon_open(
             f"the run ended ({reason or ('ok' if ok else 'failed')}) before it was resolved"
         )
@@ -430,6 +442,8 @@ class Runtime:
             await _bounded(self.executor.stop(), STOP_STEP_S, "executor")
         if self.agent is not None:
             await _bounded(self.agent.close(), STOP_STEP_S, "agent")
+        if self.summarizer is not None:
+            await _bounded(self.summarizer.aclose(), STOP_STEP_S, "audit summaries")
         deployment, self.deployment = self.deployment, None
         if deployment is None:
             return

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     agent_max_output_tokens: int = Field(default=1024, ge=64)
     agent_max_wall_s: float = Field(default=120.0, gt=0)
 
+    # With Claude configured, a small model writes one-line summaries of the agent's audit
+    # rows in batches, within this many tokens per run.
+    audit_summaries: bool = True
+    summary_model: str = "claude-haiku-4-5"
+    summary_token_budget: int = Field(default=20_000, ge=0)
+
     # Blast radius: what the agent may do without a person, per target.
     auto_actions_per_target: int = Field(default=2, ge=0, le=100)
     auto_action_window_s: float = Field(default=600.0, gt=0)

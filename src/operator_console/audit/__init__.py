@@ -2,6 +2,7 @@
 
 from operator_console.audit.log import AuditLog, AuditRow, VerifyResult
 from operator_console.audit.redact import redact, register_secret, register_secrets_from_env
+from operator_console.audit.summary import row_summaries
 
 __all__ = [
     "AuditLog",
@@ -10,4 +11,5 @@ __all__ = [
     "redact",
     "register_secret",
     "register_secrets_from_env",
+    "row_summaries",
 ]

@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import Enum
@@ -32,6 +32,8 @@ PG_APPEND_LOCK_KEY = 0x6F632D6175646974
 
 # A concurrent writer on a database without a lock we know of loses the primary-key race; retry.
 _APPEND_ATTEMPTS = 5
+# A row a model wrote about an earlier row: {"of": id, "summary": text, "model": name}.
+SUMMARY_KIND = "summary"
 _VERIFY_CHUNK = 500
 
 
@@ -221,6 +223,38 @@ class AuditLog:
                 query = query.where(AuditRow.run_id == run_id)
             query = query.order_by(col(AuditRow.id).desc()).limit(limit)
             return builtins.list(session.exec(query))
+
+    def since(
+        self, after: int, kinds: Collection[str], *, run_id: str | None, limit: int = 50
+    ) -> builtins.list[AuditRow]:
+        """Rows of these kinds after row `after`, oldest first (what a summarizer has not
+        read yet)."""
+        with Session(self._engine, expire_on_commit=False) as session:
+            query = select(AuditRow).where(
+                col(AuditRow.id) > after, col(AuditRow.kind).in_(list(kinds))
+            )
+            if run_id is not None:
+                query = query.where(AuditRow.run_id == run_id)
+            query = query.order_by(col(AuditRow.id)).limit(limit)
+            return builtins.list(session.exec(query))
+
+    def model_summaries(self, ids: Collection[int]) -> dict[int, str]:
+        """The newest `summary` row a model wrote for each of these rows, by the row's id."""
+        wanted = set(ids)
+        if not wanted:
+            return {}
+        found: dict[int, str] = {}
+        with Session(self._engine, expire_on_commit=False) as session:
+            rows = session.exec(
+                select(AuditRow)
+                .where(AuditRow.kind == SUMMARY_KIND, col(AuditRow.id) > min(wanted))
+                .order_by(col(AuditRow.id))
+            )
+            for row in rows:
+                of = row.payload.get("of") if isinstance(row.payload, dict) else None
+                if isinstance(of, int) and of in wanted:
+                    found[of] = str(row.payload.get("summary", ""))
+        return found
 
     def verify(self) -> VerifyResult:
         """Recompute every hash in id order and check that each row points at the one before."""

@@ -8,8 +8,13 @@ the row they summarize), so nothing already in the chain ever changes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from operator_console.audit.redact import redact
+
+if TYPE_CHECKING:
+    from operator_console.audit.log import AuditLog, AuditRow
 
 LINE = 160
 
@@ -83,3 +88,17 @@ def summarize(kind: str, payload: Mapping[str, Any]) -> str:
     if not text:
         text = f"{kind}: {_short(json.dumps(payload, sort_keys=True, default=str), 120)}"
     return _short(text, LINE)
+
+
+def row_summaries(log: AuditLog, rows: Sequence[AuditRow]) -> dict[int, str]:
+    """The line to show for each row: a model's summary where one was written, else the row's
+    own (rows sealed before summaries existed get theirs made now)."""
+    better = log.model_summaries([row.id for row in rows if row.id is not None])
+    lines: dict[int, str] = {}
+    for row in rows:
+        if row.id is None:
+            continue
+        payload = row.payload if isinstance(row.payload, dict) else {}
+        own = row.summary or summarize(row.kind, redact(payload))
+        lines[row.id] = better.get(row.id, own)
+    return lines

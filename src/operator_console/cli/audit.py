@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from operator_console.audit import AuditLog, redact
+from operator_console.audit import AuditLog, redact, row_summaries
 from operator_console.cli.context import cli_context, db_option
 
 if TYPE_CHECKING:
@@ -23,11 +23,6 @@ def _row_data(row: AuditRow) -> dict[str, Any]:
     # Rows were redacted when written; redacting again covers secrets registered since then.
     data: dict[str, Any] = redact(row.to_dict())
     return data
-
-
-def _summary(payload: dict[str, Any], width: int = 60) -> str:
-    text = json.dumps(payload, sort_keys=True, default=str, ensure_ascii=False)
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @click.group()
@@ -58,13 +53,14 @@ def audit_list(
     if not rows:
         click.echo("no audit rows")
         return
-    click.echo(f"{'ID':>6}  {'AT':<19} {'KIND':<18} {'ACTOR':<16} {'TICKET':>6}  PAYLOAD")
+    lines = row_summaries(_audit_log(), rows)
+    click.echo(f"{'ID':>6}  {'AT':<19} {'KIND':<18} {'ACTOR':<16} {'TICKET':>6}  SUMMARY")
     for row in rows:
         data = _row_data(row)
         ticket = "" if row.ticket_id is None else str(row.ticket_id)
         click.echo(
             f"{row.id:>6}  {row.at.strftime('%Y-%m-%d %H:%M:%S'):<19} {data['kind']:<18} "
-            f"{data['actor']:<16} {ticket:>6}  {_summary(data['payload'])}"
+            f"{data['actor']:<16} {ticket:>6}  {lines.get(row.id or 0, '')}"
         )
 
 
