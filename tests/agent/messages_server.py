@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import re
 import socket
 import time
 from collections import deque
@@ -110,6 +112,9 @@ class MessagesServer:
     def __init__(self) -> None:
         self.replies: deque[Reply | ErrorReply] = deque()
         self.requests: list[RecordedRequest] = []
+        # The audit summarizer asks concurrently with the brain; it has its own script.
+        self.summary_replies: deque[Reply | ErrorReply] = deque()
+        self.summary_requests: list[RecordedRequest] = []
         self.url = ""
         self._ids = itertools.count(1)
         self._server: uvicorn.Server | None = None
@@ -118,6 +123,11 @@ class MessagesServer:
 
     def script(self, *replies: Reply | ErrorReply) -> None:
         self.replies.extend(replies)
+
+    def script_summaries(self, *replies: Reply | ErrorReply) -> None:
+        """Replies to the audit summarizer's requests (without any, each gets a line per row
+        it sent: `summary of row N`), kept apart from the brain's script."""
+        self.summary_replies.extend(replies)
 
     async def start(self) -> None:
         app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
@@ -158,7 +168,9 @@ class MessagesServer:
         except ValueError:
             return _error(400, "invalid_request_error", "body is not JSON")
         headers = {key.lower(): value for key, value in request.headers.items()}
-        self.requests.append(RecordedRequest(body, headers, time.monotonic()))
+        summarizing = (body.get("tool_choice") or {}).get("name") == SUMMARY_TOOL
+        recorded = self.summary_requests if summarizing else self.requests
+        recorded.append(RecordedRequest(body, headers, time.monotonic()))
         if not (headers.get("x-api-key") or headers.get("authorization")):
             return _error(401, "authentication_error", "x-api-key header is required")
         if "anthropic-version" not in headers:
@@ -166,9 +178,12 @@ class MessagesServer:
         problem = validate(body)
         if problem:
             return _error(400, "invalid_request_error", problem)
-        if not self.replies:
+        if summarizing:
+            reply = self.summary_replies.popleft() if self.summary_replies else _lines(body)
+        elif not self.replies:
             return _error(400, "invalid_request_error", "no scripted reply left")
-        reply = self.replies.popleft()
+        else:
+            reply = self.replies.popleft()
         if isinstance(reply, ErrorReply):
             return _error(reply.status, reply.error_type, reply.message, reply.headers)
         if reply.delay_s:
@@ -186,6 +201,17 @@ class MessagesServer:
             },
             headers={"request-id": f"req_{len(self.requests):04d}"},
         )
+
+
+SUMMARY_TOOL = "write_summaries"
+
+
+def _lines(body: dict[str, Any]) -> Reply:
+    """A summarizer's answer: one line for each row its request names."""
+    sent = json.dumps(body.get("messages", []))
+    ids = [int(i) for i in re.findall(r'<row id=\\?"(\d+)', sent)]
+    summaries = [{"id": i, "summary": f"summary of row {i}"} for i in ids]
+    return message(tool_use("toolu_lines", SUMMARY_TOOL, {"summaries": summaries}))
 
 
 def _error(

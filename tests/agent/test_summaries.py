@@ -70,7 +70,7 @@ async def test_a_batch_of_rows_gets_a_line_each_sealed_in_the_chain(
 ) -> None:
     log = AuditLog(engine)
     ids = _steps(log)
-    server.script(
+    server.script_summaries(
         _answer(
             (ids[0], "Reasoned that node-2 is down."),
             (ids[1], "node_detail: node-2 does not answer."),
@@ -89,14 +89,14 @@ async def test_a_batch_of_rows_gets_a_line_each_sealed_in_the_chain(
     assert {row.actor for row in written} == {"model:claude-haiku-4-5"}
     assert log.verify().ok
     # One request for the whole batch, forced to answer through the tool, with no secret in it.
-    (request,) = server.requests
+    (request,) = server.summary_requests
     assert request.body["model"] == "claude-haiku-4-5"
     assert request.body["tool_choice"] == {"type": "tool", "name": "write_summaries"}
     sent = json.dumps(request.body)
     assert SECRET not in sent and "node-2 is down" in sent
     # Nothing new: no request.
     assert await summarizer.flush() == 0
-    assert len(server.requests) == 1
+    assert len(server.summary_requests) == 1
 
 
 async def test_the_token_budget_stops_the_requests(
@@ -104,13 +104,13 @@ async def test_the_token_budget_stops_the_requests(
 ) -> None:
     log = AuditLog(engine)
     ids = _steps(log)
-    server.script(_answer((ids[0], "first"), tokens=500))
+    server.script_summaries(_answer((ids[0], "first"), tokens=500))
     summarizer = AuditSummarizer(
         log, client, model="m", run_id="r1", budget=SummaryBudget(tokens=400, batch=1)
     )
     assert await summarizer.flush() == 1
     assert summarizer.exhausted and summarizer.stopped_because == "token budget of 400 spent"
-    assert len(server.requests) == 1  # the other rows keep their deterministic summaries
+    assert len(server.summary_requests) == 1  # the other rows keep their deterministic summaries
     assert log.model_summaries(ids) == {ids[0]: "first"}
 
 
@@ -121,7 +121,7 @@ async def test_a_failing_model_leaves_the_deterministic_summaries(
 
     log = AuditLog(engine)
     ids = _steps(log)
-    server.script(server_error())
+    server.script_summaries(server_error())
     summarizer = AuditSummarizer(log, client, model="m", run_id="r1")
     assert await summarizer.flush() == 0
     assert log.model_summaries(ids) == {}

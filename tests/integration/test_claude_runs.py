@@ -22,6 +22,7 @@ from operator_console.db import create_db_engine, init_db
 from operator_console.domain.events import (
     ActionInvalid,
     ActionProposed,
+    ActionStep,
     AgentReady,
     Event,
     TicketOpened,
@@ -207,3 +208,70 @@ async def test_the_shell_tool_is_an_action_that_runs_only_after_a_person_approve
     assert str(runtime.run_dir) in row.result and "marker-42" in row.result
     assert planted_secret not in row.result and "ANTHROPIC" not in row.result
     assert "action_verified" not in names and "action_not_verified" not in names
+
+
+@pytest.mark.integration
+async def test_claude_recommends_a_chain_which_runs_step_by_step_under_one_approval(
+    tmp_path: Path,
+) -> None:
+    """The model is told how to chain the catalog's actions and recommends restarting the dead
+    node then reloading its limits: one proposal names both steps, auto mode runs it (every
+    step's target is the ticket's), each step is reported, the chain is verified, and the
+    agent's audit rows get a model's one-line summaries."""
+    diagnosis = {
+        "summary": "node-2 is down.",
+        "root_cause": "its process is gone",
+        "label": "process_died",
+        "evidence": [{"claim": "node-2 does not answer", "tool_use_id": "toolu_1"}],
+        "alternatives": [],
+        "confidence": 0.9,
+        "recommended": [
+            {
+                "action": "chain",
+                "params": {
+                    "steps": [
+                        {"action": "restart_node", "params": {"node": "node-2"}},
+                        {"action": "reload_config", "params": {"node": "node-2"}},
+                    ]
+                },
+                "reason": "bring node-2 back with fresh limits",
+            }
+        ],
+        "risk": "medium",
+    }
+    async with MessagesServer() as server:
+        for _ in range(4):
+            server.script(
+                message(tool_use("toolu_1", "node_detail", {"node": "node-2"})),
+                message(tool_use("toolu_2", "submit_diagnosis", diagnosis)),
+            )
+        settings = Settings(
+            data_dir=tmp_path / "data", anthropic_api_key="test-key", anthropic_base_url=server.url
+        )
+        engine: Engine = create_db_engine(f"sqlite:///{tmp_path / 'console.db'}")
+        init_db(engine)
+        scenario = find_scenario("ratelimiter-node-kill")
+        runtime = Runtime(scenario.plan, settings, engine, brain="claude", mode=Mode.AUTO)
+        events: list[Event] = []
+        runtime.bus.add_listener(events.append)
+        outcome = await ScenarioRunner(runtime, scenario, pace=0.5).run()
+
+    assert "Chains:" in json.dumps(server.requests[0].body)  # the model is told how to chain
+    proposed = next(e for e in events if isinstance(e, ActionProposed))
+    assert proposed.action == "chain" and proposed.decision == "execute", proposed
+    assert [s["action"] for s in proposed.steps] == ["restart_node", "reload_config"]
+    steps = [(e.index, e.step, e.step_state) for e in events if isinstance(e, ActionStep)]
+    assert steps == [
+        (1, "restart_node", "executing"),
+        (1, "restart_node", "succeeded"),
+        (2, "reload_config", "executing"),
+        (2, "reload_config", "succeeded"),
+    ]
+    assert any(e.name == "action_verified" for e in events)
+    assert outcome.ok, outcome.summary
+    # The summarizer asked apart from the brain and its lines are rows of the chain.
+    assert server.summary_requests
+    log = AuditLog(engine)
+    summaries = log.list(kind="summary", limit=100)
+    assert summaries and all(r.actor == "model:claude-haiku-4-5" for r in summaries)
+    assert log.verify().ok

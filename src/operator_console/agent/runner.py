@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from operator_console.actions.chain import CHAIN_ACTION
 from operator_console.actions.decisions import Decisions
 from operator_console.actions.shell import SHELL_ACTION
 from operator_console.actions.store import ActionRepository, ActionState, Controls
@@ -322,7 +323,7 @@ class AgentLoop:
             message=ticket.message,
             details=ticket.details,
             runbook=self.kit.runbook,
-            subject_context=self.kit.context,
+            subject_context=self.kit.context + self._chain_note(),
             history=history,
             related=await asyncio.to_thread(self._related, ticket),
             labels=tuple((h.name, h.description) for h in self.kit.hypotheses(ticket.invariant)),
@@ -331,6 +332,18 @@ class AgentLoop:
         if SHELL_ACTION in self.catalog.names():
             toolbox.add(SHELL_TOOL, functools.partial(self._shell, ticket))
         return await self.brain.investigate(context, toolbox, on_step)
+
+    def _chain_note(self) -> str:
+        """How to recommend several of the catalog's actions as one chain, when it may."""
+        if CHAIN_ACTION not in self.catalog.names():
+            return ""
+        return (
+            "\n\nChains: to run several of the actions above in order under one approval, "
+            f'recommend the action "{CHAIN_ACTION}" with params {{"steps": [{{"action": NAME, '
+            '"params": {...}}, ...]}} (2 to 10 steps, each a listed action, never a chain). A '
+            "failing step stops the chain and earlier steps with an undo are undone; it is "
+            "judged by its riskiest step and every target its steps touch."
+        )
 
     async def _conclude(
         self, ticket: TicketRow, result: BrainResult, history: tuple[PastDecision, ...]

@@ -8,6 +8,7 @@ timeline: `t`, `at`, `event` (the class's `name`) and its fields.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -579,3 +580,14 @@ def timeline_reference() -> str:
             lines.append(f"- `{f.name}`: `{kind}`")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def doing(events: Sequence[Event], action: str) -> set[int]:
+    """The actions among `events` that are `action`, or chains with it as a step."""
+    ids = set()
+    for event in events:
+        if isinstance(event, ActionProposed) and (
+            event.action == action or any(s.get("action") == action for s in event.steps)
+        ):
+            ids.add(event.action_id)
+    return ids

@@ -28,6 +28,7 @@ from operator_console.domain.events import (
     WaitingForRecovery,
     WaitTimedOut,
     WorkloadSampled,
+    doing,
 )
 from operator_console.runtime import Runtime
 from operator_console.scenarios.model import Chapter, Scenario, WaitFor
@@ -234,7 +235,7 @@ class ScenarioRunner:
         limit = self.runtime.settings.approval_wait_s
         started = time.monotonic()
         waiting_since: dict[int, float] = {}
-        next_notice = started
+        next_notice, told = started, ""
         while True:
             if await self._healthy():
                 return True, ""
@@ -269,8 +270,8 @@ class ScenarioRunner:
                 why = await asyncio.to_thread(self._still_open)
                 if now - started >= timeout:
                     return False, why
-                if now >= next_notice:
-                    next_notice = now + NOTICE_EVERY_S
+                if now >= next_notice or why != told:  # every few seconds, and at each change
+                    next_notice, told = now + NOTICE_EVERY_S, why
                     self.bus.publish(
                         WaitingForRecovery(
                             waited_s=round(now - started, 1), limit_s=timeout, why=why
@@ -326,10 +327,9 @@ class ScenarioRunner:
                     f"expected {invariant} on {expect.target}; it fired on {', '.join(targets)}"
                 )
         if expect.action and self.operator_acts and expect.invariants:
+            remedy = doing(self.events, expect.action)  # the action, or a chain doing it
             verified = [
-                e
-                for e in self.events
-                if isinstance(e, ActionVerified) and e.action == expect.action
+                e for e in self.events if isinstance(e, ActionVerified) and e.action_id in remedy
             ]
             if not verified:
                 done = sorted(

@@ -19,6 +19,7 @@ from operator_console.domain.events import (
     RunFinished,
     TicketOpened,
     TicketResolved,
+    doing,
 )
 from operator_console.scenarios.model import Scenario
 
@@ -82,10 +83,9 @@ def score(
         )
         root_cause_ok = bool(right & set(target_labels or labels))
 
+    remedy = doing(events, expect.action) if expect.action is not None else set()
     verified_expected = [
-        e
-        for e in events
-        if isinstance(e, ActionVerified) and expect.action is not None and e.action == expect.action
+        e for e in events if isinstance(e, ActionVerified) and e.action_id in remedy
     ]
     if brain == NONE:
         # Nobody acts: the time to mitigate is the time until the scenario's own clearing shows.
@@ -96,8 +96,7 @@ def score(
         verified = [
             e
             for e in events
-            if isinstance(e, ActionVerified)
-            and (expect.action is None or e.action == expect.action)
+            if isinstance(e, ActionVerified) and (expect.action is None or e.action_id in remedy)
         ]
         mitigated = bool(verified) and bool(faults)
         ttm = round(verified[0].t - t0, 3) if mitigated else None
