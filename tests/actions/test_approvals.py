@@ -8,6 +8,7 @@ action here is a small real coroutine (a counter) so the test can see exactly ho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -253,3 +254,47 @@ def test_an_approved_action_is_never_seen_without_its_approval(db: tuple[str, En
         done.set()
         watcher.join()
     assert torn == []
+
+
+async def test_an_approval_in_this_process_runs_at_once_without_waiting_for_a_poll(
+    db: tuple[str, Engine],
+) -> None:
+    """The executor reacts to this process's approval event; the database poll (an hour apart
+    here) is only for decisions made elsewhere."""
+    from operator_console.actions.decisions import Decisions
+    from operator_console.domain.events import ActionSucceeded
+
+    _url, engine = db
+    counter = Counter()
+    bus = EventBus()
+    bus.bind_loop()
+    controls = Controls(engine)
+    actions = ActionRepository(engine)
+    executor = Executor(
+        actions,
+        controls,
+        TicketRepository(engine),
+        ActionCatalog([spec(counter)]),
+        bus,
+        Verifier(bus, clean_ticks=1, timeout_s=0.2),
+        run_id="r1",
+        poll_s=3600.0,
+    )
+    loop = asyncio.create_task(executor.run())
+    try:
+        async with bus.subscribe() as queue:
+            await asyncio.sleep(0)  # the loop's first poll (of nothing) happens now
+            action_id = propose(engine, counter)
+            await asyncio.to_thread(
+                Decisions(actions, controls, bus).approve, action_id, by="person:test"
+            )
+            async with asyncio.timeout(10):
+                while not isinstance(event := await queue.get(), ActionSucceeded):
+                    pass
+        assert event.action_id == action_id
+        assert counter.calls == ["node-2"]
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        await executor.stop()
