@@ -34,6 +34,9 @@ COMMANDS = [
     ["watch", "nope-subject"],
     ["watch", "ratelimiter", "--headless", "--endpoints"],
     ["run", "no-such-scenario", "--headless"],
+    ["eval", "--csv"],
+    ["mode", "set"],
+    ["mode", "show"],
 ]
 WORDS = [
     "--db",

@@ -264,13 +264,16 @@ class Runtime:
             assert row.id is not None
             self.bus.publish(ActionInterrupted(action_id=row.id, action=row.name))
         if self.requested_mode is not None:
-            previous = await asyncio.to_thread(
-                self.controls.set_mode, self.requested_mode, by="cli"
-            )
-            if previous is not self.requested_mode:
-                self.bus.publish(
-                    ModeChanged(mode=self.requested_mode.value, previous=previous.value)
-                )
+            # `--mode` holds for this run only; the persisted mode stays as it was.
+            previous = await asyncio.to_thread(self.controls.mode)
+            if await asyncio.to_thread(self.controls.kill_switch):
+                log.warning("--mode %s ignored: the kill switch is on", self.requested_mode)
+            else:
+                self.controls.run_mode = self.requested_mode
+                if previous is not self.requested_mode:
+                    self.bus.publish(
+                        ModeChanged(mode=self.requested_mode.value, previous=previous.value)
+                    )
         # Every subject's catalog offers the generic chain of its own actions.
         catalog = kit.actions.with_action(chain_action())
         if self.settings.shell_enabled:

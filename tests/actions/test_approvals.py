@@ -298,3 +298,24 @@ async def test_an_approval_in_this_process_runs_at_once_without_waiting_for_a_po
         with contextlib.suppress(asyncio.CancelledError):
             await loop
         await executor.stop()
+
+
+def test_a_run_mode_holds_for_that_run_only(db: tuple[str, Engine]) -> None:
+    """`run --mode auto` does not change the mode the next console starts in; a person's
+    choice (`m`, `mode set`) and the kill switch end the run's own mode."""
+    url, engine = db
+    run = Controls(engine, run_mode=Mode.AUTO)
+    assert run.mode() is Mode.AUTO
+    assert Controls(engine).mode() is Mode.APPROVE  # another console, or the next one
+    shown = cli(url, "mode", "show")
+    assert shown.returncode == 0 and shown.stdout.strip() == "mode approve"
+    run.set_mode(Mode.OBSERVE, by="person:test")
+    assert run.mode() is Mode.OBSERVE and run.run_mode is None
+    assert cli(url, "mode", "set", "auto").stdout.strip() == "mode auto (was observe)"
+    assert run.mode() is Mode.AUTO
+    again = Controls(engine, run_mode=Mode.APPROVE)
+    again.set_kill_switch(True, by="person:test")
+    assert again.mode() is Mode.OBSERVE and again.run_mode is None
+    refused = cli(url, "mode", "set", "auto")
+    assert refused.returncode == 1 and "the kill switch is on" in refused.stderr
+    assert cli(url, "mode", "set", "fast").returncode == 2

@@ -89,14 +89,22 @@ def _audit(engine: Engine, kind: str, actor: str, row: ActionRow, **extra: Any) 
 
 
 class Controls:
-    """The persisted operating mode and kill switch."""
+    """The persisted operating mode and kill switch, and a mode for this run only (`run
+    --mode`): it holds until a person sets the mode or engages the kill switch."""
 
     MODE = "mode"
     KILL = "kill_switch"
 
-    def __init__(self, engine: Engine, *, default_mode: Mode = Mode.APPROVE) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        default_mode: Mode = Mode.APPROVE,
+        run_mode: Mode | None = None,
+    ) -> None:
         self._engine = engine
         self._default_mode = default_mode
+        self.run_mode = run_mode
 
     def _get(self, key: str) -> str | None:
         with Session(self._engine) as session:
@@ -114,6 +122,12 @@ class Controls:
             session.commit()
 
     def mode(self) -> Mode:
+        if self.run_mode is not None and not self.kill_switch():
+            return self.run_mode
+        return self.persisted_mode()
+
+    def persisted_mode(self) -> Mode:
+        """The mode every console starts in (`operator-console mode set`, `m`)."""
         value = self._get(self.MODE)
         return Mode(value) if value is not None and value in set(Mode) else self._default_mode
 
@@ -126,6 +140,7 @@ class Controls:
             raise ApprovalError("the kill switch is on: lift it first (kill-switch off)")
         previous = self.mode()
         self._set(self.MODE, mode.value, by)
+        self.run_mode = None  # a person chose: this run follows the persisted mode again
         AuditLog(self._engine).append(
             "mode_changed", actor=by, payload={"from": previous.value, "to": mode.value}
         )
@@ -137,6 +152,7 @@ class Controls:
         AuditLog(self._engine).append("kill_switch", actor=by, payload={"on": on})
         if not on:
             return []
+        self.run_mode = None
         self._set(self.MODE, Mode.OBSERVE.value, by)
         return ActionRepository(self._engine).cancel_pending(by=by, reason="kill switch")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from operator_console.audit import register_secrets_from_env
-from operator_console.cli.actions import actions, kill_switch
+from operator_console.cli.actions import actions, kill_switch, mode
 from operator_console.cli.audit import audit
 from operator_console.cli.context import CliContext
 from operator_console.cli.evals import evals
@@ -29,7 +29,19 @@ def main(ctx: click.Context) -> None:
         OperatorApp(settings=context.settings, engine=context.engine).run()
 
 
-for command in (run, watch, evals, scenarios, tickets, lab, actions, kill_switch, audit, serve):
+for command in (
+    run,
+    watch,
+    evals,
+    scenarios,
+    tickets,
+    lab,
+    actions,
+    kill_switch,
+    mode,
+    audit,
+    serve,
+):
     main.add_command(command)
 
 __all__ = ["main"]

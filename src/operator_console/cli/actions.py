@@ -216,7 +216,7 @@ def kill_switch_on() -> None:
 @db_option
 def kill_switch_off() -> None:
     Controls(cli_context().engine).set_kill_switch(False, by="person:cli")
-    click.echo("kill switch off; mode stays observe until changed (run --mode ...)")
+    click.echo("kill switch off; mode stays observe until changed (operator-console mode set M)")
 
 
 @kill_switch.command("status")
@@ -227,4 +227,36 @@ def kill_switch_status() -> None:
     click.echo(f"kill switch {state}; mode {controls.mode().value}")
 
 
-__all__ = ["Mode", "actions", "kill_switch"]
+def _controls(*, existing: bool) -> Controls:
+    context = cli_context()
+    engine = context.existing_engine if existing else context.engine
+    return Controls(engine, default_mode=Mode(context.settings.mode))
+
+
+@click.group("mode")
+def mode() -> None:
+    """The operating mode every console starts in: observe, approve or auto."""
+
+
+@mode.command("show")
+@db_option
+def mode_show() -> None:
+    controls = _controls(existing=True)
+    kill = " (the kill switch is ON)" if controls.kill_switch() else ""
+    click.echo(f"mode {controls.mode().value}{kill}")
+
+
+@mode.command("set")
+@click.argument("new", metavar="MODE", type=click.Choice([m.value for m in Mode]))
+@db_option
+def mode_set(new: str) -> None:
+    """Persist the mode (what `m` in the console does); `run --mode` holds for one run only."""
+    controls = _controls(existing=False)
+    try:
+        previous = controls.set_mode(Mode(new), by="person:cli")
+    except ApprovalError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"mode {new} (was {previous.value})")
+
+
+__all__ = ["Mode", "actions", "kill_switch", "mode"]

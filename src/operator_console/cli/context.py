@@ -86,6 +86,19 @@ def settings_error(exc: ValidationError) -> str:
     return f"{variable}: {error['msg']}{shown}; fix or unset it"
 
 
+class FilePath(click.Path):
+    """A file path option; a path no file system can hold (a NUL byte) is a usage error, not
+    a traceback from the stat click makes."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path, dir_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            self.fail(f"{value!r} is not a path (it holds a NUL byte)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def cli_context() -> CliContext:
     """The context of the command being run."""
     return click.get_current_context().ensure_object(CliContext)

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from operator_console.cli.context import cli_context, db_option
+from operator_console.cli.context import FilePath, cli_context, db_option
 from operator_console.db.evals import EvalRepository
 
 COMPARED = ("win_rate", "ttd_median", "ttm_median", "wrong_actions", "tickets")
@@ -64,7 +64,7 @@ def _charts(cells: list[dict[str, Any]]) -> str:
 
 
 @evals.command("run")
-@click.argument("campaign_file", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("campaign_file", required=False, type=FilePath())
 @click.option("--scenarios", help="Scenario names or paths, comma separated.")
 @click.option("--brain", "brains", help="Brains, comma separated: none, rules, claude.")
 @click.option("--trials", type=click.IntRange(1, 1000), help="Trials per scenario and brain.")
@@ -73,7 +73,7 @@ def _charts(cells: list[dict[str, Any]]) -> str:
 @click.option("--seed", type=int, help="Workload seed (plus the trial number).")
 @click.option("--pace", type=click.FloatRange(0.05, 10), help="Scale chapter timings.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run on stdout.")
-@click.option("--csv", "csv_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--csv", "csv_file", type=FilePath())
 @click.option("--no-charts", is_flag=True, help="No TTD/TTM charts on stderr.")
 @db_option
 def eval_run(

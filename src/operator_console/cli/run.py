@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from operator_console.actions.store import Mode
-from operator_console.cli.context import cli_context, db_option
+from operator_console.cli.context import FilePath, cli_context, db_option
 from operator_console.contract import SpecError, UnknownSubjectError, get_subject_kind
 from operator_console.runtime import RunOptions, Runtime
 from operator_console.scenarios import ScenarioError, find_scenario
@@ -39,7 +39,8 @@ def run_options(func: F) -> F:
             "--mode",
             type=click.Choice(["observe", "approve", "auto"]),
             help="observe: diagnose and propose only; approve (default): every action waits for "
-            "a person; auto: low and medium risk run, high waits. Persisted.",
+            "a person; auto: low and medium risk run, high waits. For this run only (the "
+            "persisted mode: operator-console mode set).",
         ),
         click.option(
             "--brain",
@@ -140,7 +141,7 @@ def run(
     "--endpoints",
     "endpoints_file",
     required=True,
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FilePath(),
     help="JSON endpoints of the cluster: what `lab up` prints, or the same shape by hand.",
 )
 @run_options
