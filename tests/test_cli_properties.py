@@ -34,7 +34,6 @@ COMMANDS = [
     ["watch", "nope-subject"],
     ["watch", "ratelimiter", "--headless", "--endpoints"],
     ["run", "no-such-scenario", "--headless"],
-    ["eval", "--csv"],
     ["mode", "set"],
     ["mode", "show"],
 ]
