@@ -185,10 +185,10 @@ def _answers(client: httpx.Client, url: str) -> str:
     if not url.startswith(("http://", "https://")):
         return "-"
     try:
-        response = client.get(url)
+        client.get(url)  # any status will do: the process serves HTTP (its root may be a 404)
     except httpx.HTTPError as exc:
         return "timeout" if isinstance(exc, httpx.TimeoutException) else "refused"
-    return f"answers {response.status_code}"
+    return "answers"
 
 
 @lab.command("down")
