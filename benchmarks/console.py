@@ -1,7 +1,7 @@
 """The console in a real terminal (tmux): time to first paint, then its CPU use over 30 s of a
 running scenario (the app's own process; the cluster's processes are reported apart).
 
-    python benchmarks/console.py [--seconds 30] [--scenario-row 4]
+    python benchmarks/console.py [--seconds 30] [--scenario ratelimiter-node-kill]
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import uuid
 from pathlib import Path
 
 import psutil
+
+from operator_console.scenarios.catalog import scenario_files
 
 
 def tmux(*args: str) -> str:
@@ -35,7 +37,7 @@ def wait_for(session: str, text: str, timeout: float = 60.0) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--scenario-row", type=int, default=4, help="row of ratelimiter-node-kill")
+    parser.add_argument("--scenario", default="ratelimiter-node-kill", help="which to run")
     args = parser.parse_args()
     console = Path(sys.executable).with_name("operator-console")
     session = f"bench-{uuid.uuid4().hex[:6]}"
@@ -47,7 +49,8 @@ def main() -> None:
             tmux("send-keys", "-t", session, "Enter")
             first_paint = wait_for(session, "Pick a scenario")
             print(f"time to first paint: {first_paint:.2f} s (command to picker on screen)")
-            tmux("send-keys", "-t", session, *(["Down"] * args.scenario_row), "Enter")
+            row = list(scenario_files()).index(args.scenario)  # the picker lists them sorted
+            tmux("send-keys", "-t", session, *(["Down"] * row), "Enter")
             wait_for(session, "Cluster")
             time.sleep(3)  # cluster up, workload flowing
             app = shell.children()[0]

@@ -70,8 +70,10 @@ class SyntheticCluster:
         region_id = 2 + 4 * index
         dropped = next((s for s in self.peers(index) if s in self.down_stores), None)
         stores = [s for s in self.peers(index) if not (missing and s == dropped)]
-        peers = [{"role_name": "Voter", "id": region_id + 1 + j, "store_id": s}
-                 for j, s in enumerate(stores)]
+        peers = [
+            {"role_name": "Voter", "id": region_id + 1 + j, "store_id": s}
+            for j, s in enumerate(stores)
+        ]
         leader = next(p for p in peers if p["store_id"] == self.leader(index))
         out: dict[str, Any] = {
             "id": region_id,
@@ -86,8 +88,15 @@ class SyntheticCluster:
             out["down_peers"] = [{"peer": p, "down_seconds": 2112} for p in down]
             if pending:
                 out["pending_peers"] = down
-        out.update(cpu_usage=0, written_bytes=131072, read_bytes=262144, written_keys=1024,
-                   read_keys=2048, approximate_size=96, approximate_keys=983040)
+        out.update(
+            cpu_usage=0,
+            written_bytes=131072,
+            read_bytes=262144,
+            written_keys=1024,
+            read_keys=2048,
+            approximate_size=96,
+            approximate_keys=983040,
+        )
         return json.dumps(out, separators=(",", ":"))
 
     def _listing(self, parts: list[str]) -> bytes:
@@ -111,42 +120,71 @@ class SyntheticCluster:
         def indented(value: Any) -> bytes:
             return (json.dumps(value, indent=2) + "\n").encode()
 
-        members = [{"name": f"pd-{k}", "member_id": 3474484975246189105 + k * 7919,
-                    "peer_urls": [f"http://pd-{k}:2380"], "client_urls": [f"http://pd-{k}:2379"],
-                    "deploy_path": "/tidb-deploy/pd-2379/bin", "binary_version": "v8.5.7",
-                    "git_hash": "6dce4a68e3e93b523657bd05cba89a86d64de117"} for k in range(3)]
+        members = [
+            {
+                "name": f"pd-{k}",
+                "member_id": 3474484975246189105 + k * 7919,
+                "peer_urls": [f"http://pd-{k}:2380"],
+                "client_urls": [f"http://pd-{k}:2379"],
+                "deploy_path": "/tidb-deploy/pd-2379/bin",
+                "binary_version": "v8.5.7",
+                "git_hash": "6dce4a68e3e93b523657bd05cba89a86d64de117",
+            }
+            for k in range(3)
+        ]
         stores = []
         for s in range(1, n + 1):
             down = s in self.down_stores
-            stores.append({
-                "store": {
-                    "id": s, "address": f"tikv-{s}:20160",
-                    "labels": [{"key": "zone", "value": f"z{s % 3}"},
-                               {"key": "host", "value": f"tikv-{s}"}],
-                    "version": "8.5.7", "peer_address": f"tikv-{s}:20160",
-                    "status_address": f"tikv-{s}:20180",
-                    "git_hash": "3f446cfa9eb1d5c653031d261e185911495d0359",
-                    "start_timestamp": 1748553480, "deploy_path": "/tidb-deploy/tikv-20160/bin",
-                    "last_heartbeat": 1748827792705666391 - (2112 * 10**9 if down else 0),
-                    "node_state": 1, "state_name": "Down" if down else "Up",
-                },
-                "status": {
-                    "capacity": "3.5TiB", "available": "1.873TiB", "used_size": "1.402TiB",
-                    "leader_count": 0 if down else leaders[s], "leader_weight": 1,
-                    "leader_score": 0 if down else leaders[s],
-                    "leader_size": 96 * leaders[s], "region_count": peers[s],
-                    "region_weight": 1, "region_score": 96.25 * peers[s],
-                    "region_size": 96 * peers[s], "slow_score": 1,
-                    "slow_trend": {"cause_value": 250000.5, "cause_rate": 0,
-                                   "result_value": 900, "result_rate": 0},
-                    "start_ts": "2025-05-30T05:18:00+08:00",
-                    "last_heartbeat_ts": "2025-06-02T09:29:52.705666391+08:00",
-                    "uptime": "76h11m52.705666391s",
-                },
-            })
+            stores.append(
+                {
+                    "store": {
+                        "id": s,
+                        "address": f"tikv-{s}:20160",
+                        "labels": [
+                            {"key": "zone", "value": f"z{s % 3}"},
+                            {"key": "host", "value": f"tikv-{s}"},
+                        ],
+                        "version": "8.5.7",
+                        "peer_address": f"tikv-{s}:20160",
+                        "status_address": f"tikv-{s}:20180",
+                        "git_hash": "3f446cfa9eb1d5c653031d261e185911495d0359",
+                        "start_timestamp": 1748553480,
+                        "deploy_path": "/tidb-deploy/tikv-20160/bin",
+                        "last_heartbeat": 1748827792705666391 - (2112 * 10**9 if down else 0),
+                        "node_state": 1,
+                        "state_name": "Down" if down else "Up",
+                    },
+                    "status": {
+                        "capacity": "3.5TiB",
+                        "available": "1.873TiB",
+                        "used_size": "1.402TiB",
+                        "leader_count": 0 if down else leaders[s],
+                        "leader_weight": 1,
+                        "leader_score": 0 if down else leaders[s],
+                        "leader_size": 96 * leaders[s],
+                        "region_count": peers[s],
+                        "region_weight": 1,
+                        "region_score": 96.25 * peers[s],
+                        "region_size": 96 * peers[s],
+                        "slow_score": 1,
+                        "slow_trend": {
+                            "cause_value": 250000.5,
+                            "cause_rate": 0,
+                            "result_value": 900,
+                            "result_rate": 0,
+                        },
+                        "start_ts": "2025-05-30T05:18:00+08:00",
+                        "last_heartbeat_ts": "2025-06-02T09:29:52.705666391+08:00",
+                        "uptime": "76h11m52.705666391s",
+                    },
+                }
+            )
         per_store = {str(s): v for s, v in sorted(leaders.items()) if v}
         stats = {
-            "count": m, "empty_count": 0, "storage_size": 96 * m, "user_storage_size": 92 * m,
+            "count": m,
+            "empty_count": 0,
+            "storage_size": 96 * m,
+            "user_storage_size": 92 * m,
             "storage_keys": 983040 * m,
             "store_leader_count": per_store,
             "store_peer_count": {str(s): v for s, v in sorted(peers.items())},
@@ -156,20 +194,37 @@ class SyntheticCluster:
             "store_peer_keys": {str(s): 983040 * v for s, v in sorted(peers.items())},
         }
         return {
-            f"{API}/members": indented({"header": {"cluster_id": CLUSTER_ID}, "members": members,
-                                        "leader": members[0], "etcd_leader": members[0]}),
-            f"{API}/health": indented([{"name": x["name"], "member_id": x["member_id"],
-                                        "client_urls": x["client_urls"], "health": True}
-                                       for x in members]),
+            f"{API}/members": indented(
+                {
+                    "header": {"cluster_id": CLUSTER_ID},
+                    "members": members,
+                    "leader": members[0],
+                    "etcd_leader": members[0],
+                }
+            ),
+            f"{API}/health": indented(
+                [
+                    {
+                        "name": x["name"],
+                        "member_id": x["member_id"],
+                        "client_urls": x["client_urls"],
+                        "health": True,
+                    }
+                    for x in members
+                ]
+            ),
             f"{API}/stores": indented({"count": n, "stores": stores}),
             f"{API}/stats/region": indented(stats),
             f"{API}/version": indented({"version": "v8.5.7"}),
             f"{API}/regions/check/miss-peer": self._listing(
-                [self.region(i, missing=True) for i in sorted(missing)]),
+                [self.region(i, missing=True) for i in sorted(missing)]
+            ),
             f"{API}/regions/check/down-peer": self._listing(
-                [self.region(i, pending=i in pending) for i in down_listed]),
+                [self.region(i, pending=i in pending) for i in down_listed]
+            ),
             f"{API}/regions/check/pending-peer": self._listing(
-                [self.region(i, pending=True) for i in sorted(pending)]),
+                [self.region(i, pending=True) for i in sorted(pending)]
+            ),
             f"{API}/regions/check/offline-peer": self._listing([]),
         }
 
@@ -197,8 +252,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/_requests":
             self._send(200, json.dumps(cluster.requests).encode(), "application/json")
         elif path in cluster.bodies:
-            kind = ("application/octet-stream" if "/regions/check/" in path
-                    else "application/json; charset=UTF-8")
+            kind = (
+                "application/octet-stream"
+                if "/regions/check/" in path
+                else "application/json; charset=UTF-8"
+            )
             self._send(200, cluster.bodies[path], kind)
         elif path.startswith(f"{API}/region/id/"):
             index = (int(path.rsplit("/", 1)[1]) - 2) // 4
@@ -215,8 +273,11 @@ class _Handler(BaseHTTPRequestHandler):
             parts = [cluster.region(i) for i in range(start, min(start + limit, cluster.m))]
             self._send(200, cluster._listing(parts), "application/octet-stream")
         elif path == f"{API}/regions":
-            self._send(500, b'"the benchmark forbids listing every region"\n',
-                       "application/json; charset=UTF-8")
+            self._send(
+                500,
+                b'"the benchmark forbids listing every region"\n',
+                "application/json; charset=UTF-8",
+            )
         else:
             self._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
 
@@ -246,8 +307,12 @@ async def one_tick(pd: PDClient) -> tuple[float, int, int, dict[str, int]]:
     elapsed = time.perf_counter() - started
     if snapshot.failures:
         raise SystemExit(f"observation failed: {snapshot.failures}")
-    return elapsed, pd.bytes_read - before, sum(len(v) for v in detail.values()), \
-        snapshot.check_counts
+    return (
+        elapsed,
+        pd.bytes_read - before,
+        sum(len(v) for v in detail.values()),
+        snapshot.check_counts,
+    )
 
 
 async def measure(url: str, ticks: int) -> dict[str, Any]:
@@ -272,16 +337,22 @@ async def measure(url: str, ticks: int) -> dict[str, Any]:
         async with httpx.AsyncClient() as plain:
             requests = (await plain.get(f"{url}/_requests")).json()
     return {
-        "median_s": statistics.median(times), "max_s": max(times),
+        "median_s": statistics.median(times),
+        "max_s": max(times),
         "bytes": statistics.median(sizes),
-        "peak_bytes": max(peaks), "rss_growth": rss_after - rss_before, "checks": checks,
-        "fetched": fetched, "requests": requests,
+        "peak_bytes": max(peaks),
+        "rss_growth": rss_after - rss_before,
+        "checks": checks,
+        "fetched": fetched,
+        "requests": requests,
     }
 
 
 async def run(sizes: list[int], per_store: int, ticks: int, down: int) -> None:
-    print(f"{'stores':>7} {'regions':>10} {'tick median':>12} {'tick max':>9} {'read/tick':>10}"
-          f" {'peak mem':>9} {'rss +':>7}  checks (miss/down/pending/offline)")
+    print(
+        f"{'stores':>7} {'regions':>10} {'tick median':>12} {'tick max':>9} {'read/tick':>10}"
+        f" {'peak mem':>9} {'rss +':>7}  checks (miss/down/pending/offline)"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as run_dir:
         supervisor = Supervisor(Path(run_dir))
@@ -298,31 +369,47 @@ async def run(sizes: list[int], per_store: int, ticks: int, down: int) -> None:
                 name = f"pd-{stores}"
                 await supervisor.start(
                     name,
-                    [sys.executable, __file__, "--serve", str(port), "--stores", str(stores),
-                     "--regions", str(regions), "--down", str(down)],
-                    env={"PYTHONPATH": os.pathsep.join(sys.path)}, ready=ready, timeout=300,
+                    [
+                        sys.executable,
+                        __file__,
+                        "--serve",
+                        str(port),
+                        "--stores",
+                        str(stores),
+                        "--regions",
+                        str(regions),
+                        "--down",
+                        str(down),
+                    ],
+                    env={"PYTHONPATH": os.pathsep.join(sys.path)},
+                    ready=ready,
+                    timeout=300,
                 )
                 result = await measure(url, ticks)
                 await supervisor.stop(name)
                 if result["requests"].get(f"{API}/regions"):
                     raise SystemExit("the observation listed /regions in full")
                 c = result["checks"]
-                print(f"{stores:>7,} {regions:>10,} {result['median_s'] * 1000:>9.0f} ms"
-                      f" {result['max_s'] * 1000:>6.0f} ms {result['bytes'] / 2**20:>7.2f} MB"
-                      f" {result['peak_bytes'] / 2**20:>6.1f} MB"
-                      f" {result['rss_growth'] / 2**20:>4.0f} MB  {c['miss-peer']}/"
-                      f"{c['down-peer']}/{c['pending-peer']}/{c['offline-peer']},"
-                      f" {result['fetched']} regions fetched by id",
-                      flush=True)
+                print(
+                    f"{stores:>7,} {regions:>10,} {result['median_s'] * 1000:>9.0f} ms"
+                    f" {result['max_s'] * 1000:>6.0f} ms {result['bytes'] / 2**20:>7.2f} MB"
+                    f" {result['peak_bytes'] / 2**20:>6.1f} MB"
+                    f" {result['rss_growth'] / 2**20:>4.0f} MB  {c['miss-peer']}/"
+                    f"{c['down-peer']}/{c['pending-peer']}/{c['offline-peer']},"
+                    f" {result['fetched']} regions fetched by id",
+                    flush=True,
+                )
                 rows.append((stores, result))
         finally:
             await supervisor.stop_all()
     small, large = rows[0], rows[-1]
     scale = large[0] / small[0]
-    print(f"\nfrom {small[0]:,} to {large[0]:,} stores ({scale:.0f}x): tick time x"
-          f"{large[1]['median_s'] / small[1]['median_s']:.1f}, bytes x"
-          f"{large[1]['bytes'] / small[1]['bytes']:.1f}, peak memory x"
-          f"{large[1]['peak_bytes'] / small[1]['peak_bytes']:.1f}")
+    print(
+        f"\nfrom {small[0]:,} to {large[0]:,} stores ({scale:.0f}x): tick time x"
+        f"{large[1]['median_s'] / small[1]['median_s']:.1f}, bytes x"
+        f"{large[1]['bytes'] / small[1]['bytes']:.1f}, peak memory x"
+        f"{large[1]['peak_bytes'] / small[1]['peak_bytes']:.1f}"
+    )
     paths = json.dumps(large[1]["requests"], sort_keys=True)
     print(f"requests per path at the largest size (whole run): {paths}")
     top = large[1]
