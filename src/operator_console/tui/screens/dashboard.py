@@ -26,6 +26,7 @@ from operator_console.scenarios.runner import RunOutcome, ScenarioRunner
 from operator_console.scenarios.watch import WatchRunner
 from operator_console.settings import Settings
 from operator_console.tui.messages import BusEvent, ObservationUpdate
+from operator_console.tui.screens.evals import EvalsScreen
 from operator_console.tui.screens.records import AuditScreen, TicketsScreen
 from operator_console.tui.widgets.approval import ApprovalModal, ReasonModal
 from operator_console.tui.widgets.cluster import ClusterPanel
@@ -52,6 +53,7 @@ class DashboardScreen(Screen[None]):
         Binding("k", "kill_switch", "Kill switch"),
         Binding("t", "tickets", "Tickets"),
         Binding("l", "audit", "Audit log"),
+        Binding("e", "evals", "Evals"),
     ]
 
     def __init__(
@@ -335,6 +337,9 @@ class DashboardScreen(Screen[None]):
 
     def action_audit(self) -> None:
         self.app.push_screen(AuditScreen(self.engine, self.runtime.run_id))
+
+    def action_evals(self) -> None:
+        self.app.push_screen(EvalsScreen(self.engine))
 
     def action_next_chapter(self) -> None:
         self.runner.advance()

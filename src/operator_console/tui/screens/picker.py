@@ -15,6 +15,7 @@ from operator_console.actions.store import Controls, Mode
 from operator_console.scenarios import list_scenarios
 from operator_console.scenarios.model import Scenario
 from operator_console.settings import Settings
+from operator_console.tui.screens.evals import EvalsScreen
 
 
 def brain_preview(settings: Settings) -> str:
@@ -32,7 +33,10 @@ def brain_preview(settings: Settings) -> str:
 class PickerScreen(Screen[None]):
     """Choose a scenario; Enter starts it."""
 
-    BINDINGS = [Binding("enter", "start", "Start scenario", show=True)]
+    BINDINGS = [
+        Binding("enter", "start", "Start scenario", show=True),
+        Binding("e", "evals", "Evals"),
+    ]
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
         super().__init__()
@@ -85,6 +89,9 @@ class PickerScreen(Screen[None]):
         if table.row_count:
             key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
             self._start(str(key.value))
+
+    def action_evals(self) -> None:
+        self.app.push_screen(EvalsScreen(self.engine))
 
     def _start(self, name: str) -> None:
         if self._started:
