@@ -109,7 +109,12 @@ def make_app(tmp_path: Path, *, rows: bool = False, evals: bool = False) -> Oper
 
 
 class ReplayedDashboard(DashboardScreen):
-    """The real dashboard, fed a recorded run instead of starting a cluster."""
+    """The real dashboard, fed a recorded run instead of starting a cluster; its run is the
+    recorded one, so its tickets screen lists the recorded rows when they are loaded."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.runtime.run_id = str(recording()["tables"]["runs"][0]["id"])
 
     def run_scenario(self) -> None:  # type: ignore[override]
         return None

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from operator_console.tui.app import OperatorApp
+from operator_console.tui.screens.records import TicketsScreen
 from operator_console.tui.screens.ticket_detail import TicketDetailScreen
 from operator_console.tui.widgets.approval import ApprovalModal
-from tests.tui.replaying import events, make_app, recording, replay
+from tests.tui.replaying import events, make_app, replay
 
 SIZE = (160, 45)
 SMALL = (100, 30)
@@ -46,6 +46,12 @@ def test_dashboard_mid_incident(snap_compare: Snap, tmp_path: Path) -> None:
     assert snap_compare(make_app(tmp_path), terminal_size=SIZE, run_before=replay(recorded))
 
 
+def test_dashboard_fixed_small(snap_compare: Snap, tmp_path: Path) -> None:
+    """At 100x30, after the fix was verified: the scoreboard says detected, diagnosed, fixed."""
+    recorded = events("ticket_resolved", including=True)
+    assert snap_compare(make_app(tmp_path), terminal_size=SMALL, run_before=replay(recorded))
+
+
 def test_approval_modal(snap_compare: Snap, tmp_path: Path) -> None:
     recorded = events("action_proposed", including=True)
 
@@ -57,14 +63,21 @@ def test_approval_modal(snap_compare: Snap, tmp_path: Path) -> None:
 
 
 def test_ticket_detail(snap_compare: Snap, tmp_path: Path) -> None:
-    (ticket,) = recording()["tables"]["tickets"]
+    """Opened from the dashboard after the fix was verified: its incident's times come from the
+    run's own scoreboard."""
+    recorded = events("ticket_resolved", including=True)
 
     async def run_before(pilot: Pilot[None]) -> None:
         app = pilot.app
-        assert isinstance(app, OperatorApp)
-        await app.push_screen(TicketDetailScreen(app.engine, int(ticket["id"])))
+        await replay(recorded)(pilot)
+        await pilot.press("t")
         await app.workers.wait_for_complete()
         await pilot.pause()
+        assert isinstance(app.screen, TicketsScreen)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, TicketDetailScreen)
 
     assert snap_compare(make_app(tmp_path, rows=True), terminal_size=SIZE, run_before=run_before)
 

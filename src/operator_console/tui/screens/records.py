@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from operator_console.audit import AuditLog
 from operator_console.db import TicketRepository
+from operator_console.scenarios.scoreboard import Scoreboard
 from operator_console.tui.rows import sync_rows
 from operator_console.tui.screens.ticket_detail import TicketDetailScreen
 
@@ -77,12 +78,21 @@ class TicketsScreen(RecordsScreen):
     TITLE_TEXT = "Tickets of this run (newest first)"
     COLUMNS = ("id", "state", "severity", "invariant", "target", "seen", "message", "root cause")
 
+    def __init__(
+        self, engine: Engine, run_id: str | None, *, scoreboard: Scoreboard | None = None
+    ) -> None:
+        super().__init__(engine, run_id)
+        self.scoreboard = scoreboard
+
     def make_table(self) -> DataTable[Any]:
         return TicketTable(cursor_type="row", zebra_stripes=True, classes="records-table")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
-            self.app.push_screen(TicketDetailScreen(self.engine, int(event.row_key.value)))
+            ticket_id = int(event.row_key.value)
+            self.app.push_screen(
+                TicketDetailScreen(self.engine, ticket_id, scoreboard=self.scoreboard)
+            )
 
     def fetch(self) -> list[tuple[str, tuple[str, ...]]]:
         rows = TicketRepository(self.engine).list(run_id=self.run_id, limit=ROW_LIMIT)

@@ -25,7 +25,15 @@ from textual.worker import Worker, WorkerState
 from operator_console.db import TicketRow
 from operator_console.db.models import ActionRow, TranscriptRow
 from operator_console.dossier import TicketDossier
+from operator_console.scenarios.scoreboard import IncidentScore, Scoreboard, load_incident
 from operator_console.tui.rows import sync_rows
+from operator_console.tui.widgets.scoreboard import (
+    STATE_TONES,
+    cost_text,
+    detected_text,
+    diagnosed_text,
+    outcome_text,
+)
 
 # Stored times as they are, never "x seconds ago": the same data always renders the same screen.
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
@@ -64,6 +72,29 @@ def ticket_fields(ticket: TicketRow) -> Content:
             ("message", ticket.message),
         ]
     )
+
+
+def incident_fields(score: IncidentScore) -> Content:
+    """The incident's scoreboard: detected, diagnosed, fixed after how long, and the cost."""
+    tone = STATE_TONES.get(score.state, "bold")
+    pairs: list[tuple[str, str | Content]] = [
+        ("incident", f"#{score.incident_id}: {score.invariant} on {score.target}"),
+        (
+            "counted from",
+            f"the fault: {score.fault}"
+            if score.fault
+            else "its first sighting (the fault's time is known only to the run's events)",
+        ),
+    ]
+    pairs += [
+        ("detected", detected_text(score)),
+        ("diagnosed", diagnosed_text(score)),
+        ("fixed", Content.styled(outcome_text(score), tone)),
+    ]
+    cost = cost_text(score)
+    if cost is not None:
+        pairs.append(("brain cost", cost))
+    return _fields(pairs)
 
 
 def diagnosis_fields(ticket: TicketRow) -> Content:
@@ -154,11 +185,17 @@ class TicketDetailScreen(Screen[None]):
         Binding("g", "reload", "Reload"),
     ]
 
-    def __init__(self, engine: Engine, ticket_id: int) -> None:
+    def __init__(
+        self, engine: Engine, ticket_id: int, *, scoreboard: Scoreboard | None = None
+    ) -> None:
         super().__init__()
         self.engine = engine
         self.ticket_id = ticket_id
+        # The run's live scoreboard when opened from its dashboard; else read from the rows.
+        self.scoreboard = scoreboard
         self.dossier: TicketDossier | None = None
+        self.incident: IncidentScore | None = None
+        self.incident_tickets: list[TicketRow] = []
         self._shown_steps: set[int | None] = set()
         self.sub_title = f"ticket #{ticket_id}"
 
@@ -167,6 +204,8 @@ class TicketDetailScreen(Screen[None]):
         with VerticalScroll(id="detail"):
             yield Static(f"Ticket #{self.ticket_id}", classes="detail-section")
             yield Static("loading…", id="detail-ticket", classes="detail-fields")
+            yield Static("Incident", classes="detail-section")
+            yield Static("", id="detail-incident", classes="detail-fields")
             yield Static("Diagnosis", classes="detail-section")
             yield Static("", id="detail-diagnosis", classes="detail-fields")
             yield Static("Transcript", id="detail-transcript-title", classes="detail-section")
@@ -190,17 +229,27 @@ class TicketDetailScreen(Screen[None]):
     def action_reload(self) -> None:
         self._load()
 
+    def _read(self) -> tuple[TicketDossier, list[TicketRow], IncidentScore] | None:
+        dossier = TicketDossier.load(self.engine, self.ticket_id)
+        if dossier is None:
+            return None
+        tickets, score = load_incident(self.engine, dossier.ticket)
+        live = self.scoreboard.for_ticket(self.ticket_id) if self.scoreboard else None
+        return dossier, tickets, live or score
+
     @work(exclusive=True, group="records", exit_on_error=False)
     async def _load(self) -> None:
-        dossier = await asyncio.to_thread(TicketDossier.load, self.engine, self.ticket_id)
-        self.dossier = dossier
+        found = await asyncio.to_thread(self._read)
         with self.app.batch_update():
-            if dossier is None:
+            if found is None:
                 self.query_one("#detail-ticket", Static).update(
                     Content.styled(f"no ticket {self.ticket_id} in this database", "$error")
                 )
                 return
+            dossier, self.incident_tickets, self.incident = found
+            self.dossier = dossier
             self.query_one("#detail-ticket", Static).update(ticket_fields(dossier.ticket))
+            self.query_one("#detail-incident", Static).update(incident_fields(self.incident))
             self.query_one("#detail-diagnosis", Static).update(diagnosis_fields(dossier.ticket))
             self._show_transcript(dossier.transcript)
             self._show_actions(dossier.actions)
