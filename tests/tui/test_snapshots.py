@@ -13,11 +13,14 @@ and look at the new SVGs under `__snapshots__/` before committing them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
 
+from operator_console.db import TicketRepository
+from operator_console.domain import Severity, Violation
 from operator_console.tui.screens.records import TicketsScreen
 from operator_console.tui.screens.ticket_detail import TicketDetailScreen
 from operator_console.tui.widgets.approval import ApprovalModal
@@ -93,6 +96,39 @@ def test_ticket_detail(snap_compare: Snap, tmp_path: Path) -> None:
         assert isinstance(app.screen, TicketDetailScreen)
 
     assert snap_compare(make_app(tmp_path, rows=True), terminal_size=SIZE, run_before=run_before)
+
+
+def test_tickets_by_incident(snap_compare: Snap, tmp_path: Path) -> None:
+    """Tickets grouped by incident, the cause on top: the store's ticket leads the incident its
+    symptom opened; an unrelated ticket is its own incident."""
+    app = make_app(tmp_path)
+    repo = TicketRepository(app.engine)
+    causes = {"key_over_limit": ("store_dead",), "slow_answers": ("store_dead",)}
+
+    def open_ticket(invariant: str, target: str, incident: int | None = None) -> int:
+        violation = Violation(invariant, target, Severity.CRITICAL, f"{invariant} on {target}")
+        first_seen = datetime(2026, 1, 1, tzinfo=UTC)
+        row = repo.open(
+            violation,
+            subject="scripted",
+            run_id="run-1",
+            observation={},
+            first_seen=first_seen,
+            incident_id=incident,
+        )
+        assert row.id is not None
+        return row.id
+
+    symptom = open_ticket("key_over_limit", "user:hot")
+    open_ticket("store_dead", "store", incident=symptom)
+    open_ticket("slow_answers", "node-1", incident=symptom)
+    open_ticket("disk_full", "node-3")
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await pilot.app.push_screen(TicketsScreen(app.engine, "run-1", causes=causes))
+        await _settled(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
 async def _evals(pilot: Pilot[None]) -> None:

@@ -342,7 +342,12 @@ class DashboardScreen(Screen[None]):
 
     def action_tickets(self) -> None:
         self.app.push_screen(
-            TicketsScreen(self.engine, self.runtime.run_id, scoreboard=self.scoreboard)
+            TicketsScreen(
+                self.engine,
+                self.runtime.run_id,
+                scoreboard=self.scoreboard,
+                causes=self.runtime.causes,
+            )
         )
 
     def action_audit(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from textual.worker import Worker, WorkerState
 
 from operator_console.db import TicketRow
 from operator_console.db.models import ActionRow, TranscriptRow
+from operator_console.db.tickets import Causes, cause_first
 from operator_console.dossier import TicketDossier
 from operator_console.scenarios.scoreboard import IncidentScore, Scoreboard, load_incident
 from operator_console.tui.rows import sync_rows
@@ -74,8 +75,24 @@ def ticket_fields(ticket: TicketRow) -> Content:
     )
 
 
-def incident_fields(score: IncidentScore) -> Content:
-    """The incident's scoreboard: detected, diagnosed, fixed after how long, and the cost."""
+def member_line(ticket: TicketRow, *, this: int, first: str | None) -> Content:
+    """One ticket of the incident: which, on what, its state, and whether it is this one."""
+    line = Content.assemble(
+        (f"#{ticket.id} ", "bold"),
+        f"{ticket.invariant} on {ticket.target} ",
+        (ticket.state, STATE_STYLES.get(ticket.state, "$text-muted")),
+    )
+    notes = [note for note in (first, "this ticket" if ticket.id == this else None) if note]
+    if notes:
+        line += Content.styled(f"  ({', '.join(notes)})", "$text-muted")
+    return line
+
+
+def incident_fields(
+    score: IncidentScore, members: Sequence[TicketRow] = (), *, this: int = 0, causes: bool = False
+) -> Content:
+    """The incident's tickets (its cause first) and scoreboard: detected, diagnosed, fixed after
+    how long, and the cost."""
     tone = STATE_TONES.get(score.state, "bold")
     pairs: list[tuple[str, str | Content]] = [
         ("incident", f"#{score.incident_id}: {score.invariant} on {score.target}"),
@@ -94,6 +111,12 @@ def incident_fields(score: IncidentScore) -> Content:
     cost = cost_text(score)
     if cost is not None:
         pairs.append(("brain cost", cost))
+    label = f"tickets ({len(members)})" if len(members) > 1 else "ticket"
+    # Ordered cause first when the subject's invariants say which follows from which.
+    lead = "the cause" if causes else "first seen"
+    for index, ticket in enumerate(members):
+        first = lead if index == 0 and len(members) > 1 else None
+        pairs.append((label if index == 0 else "", member_line(ticket, this=this, first=first)))
     return _fields(pairs)
 
 
@@ -186,11 +209,17 @@ class TicketDetailScreen(Screen[None]):
     ]
 
     def __init__(
-        self, engine: Engine, ticket_id: int, *, scoreboard: Scoreboard | None = None
+        self,
+        engine: Engine,
+        ticket_id: int,
+        *,
+        scoreboard: Scoreboard | None = None,
+        causes: Causes | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
         self.ticket_id = ticket_id
+        self.causes = causes
         # The run's live scoreboard when opened from its dashboard; else read from the rows.
         self.scoreboard = scoreboard
         self.dossier: TicketDossier | None = None
@@ -235,7 +264,7 @@ class TicketDetailScreen(Screen[None]):
             return None
         tickets, score = load_incident(self.engine, dossier.ticket)
         live = self.scoreboard.for_ticket(self.ticket_id) if self.scoreboard else None
-        return dossier, tickets, live or score
+        return dossier, cause_first(tickets, self.causes), live or score
 
     @work(exclusive=True, group="records", exit_on_error=False)
     async def _load(self) -> None:
@@ -249,7 +278,14 @@ class TicketDetailScreen(Screen[None]):
             dossier, self.incident_tickets, self.incident = found
             self.dossier = dossier
             self.query_one("#detail-ticket", Static).update(ticket_fields(dossier.ticket))
-            self.query_one("#detail-incident", Static).update(incident_fields(self.incident))
+            self.query_one("#detail-incident", Static).update(
+                incident_fields(
+                    self.incident,
+                    self.incident_tickets,
+                    this=self.ticket_id,
+                    causes=bool(self.causes),
+                )
+            )
             self.query_one("#detail-diagnosis", Static).update(diagnosis_fields(dossier.ticket))
             self._show_transcript(dossier.transcript)
             self._show_actions(dossier.actions)
