@@ -172,6 +172,8 @@ class Runtime:
         self.executor: Executor | None = None
         self.summarizer: AuditSummarizer | None = None
         self.brain_why = ""
+        # Per invariant, the invariants it is a consequence of: an incident's cause comes first.
+        self.causes: dict[str, tuple[str, ...]] = {}
         self._loops: list[LoopHandle] = []
         self.spawn: Spawn = spawn_task
         self._started = False
@@ -235,6 +237,9 @@ class Runtime:
         )
         self._started = True
         self.deployment = self._deploy()
+        self.causes = {
+            inv.name: tuple(inv.consequence_of) for inv in self.deployment.subject.invariants
+        }
         await self.deployment.lab.start()
         if self.deployment.workload is not None:
             await self.deployment.workload.start()
@@ -300,11 +305,7 @@ class Runtime:
             run_id=self.run_id,
             audit=self.audit,
             catalog=catalog,
-            causes={
-                inv.name: tuple(inv.consequence_of) for inv in self.deployment.subject.invariants
-            }
-            if self.deployment is not None
-            else None,
+            causes=self.causes,
             system=self.system,
             limits=Limits(
                 auto_per_target=self.settings.auto_actions_per_target,

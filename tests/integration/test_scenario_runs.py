@@ -116,6 +116,18 @@ def test_without_agent_the_scenario_clears_its_own_fault(run_console) -> None:  
     resolved = timeline.first("ticket_resolved", ticket_id=opened["ticket_id"])
     assert resolved["t"] > cleared["t"] and resolved["by"] == "monitor"
     assert timeline.named("action_proposed") == []
+    # The headless run keeps the same scoreboard the console shows: one incident, detected
+    # and cleared (by the scenario, with no action) as many seconds after the fault.
+    (incident,) = timeline.named("run_finished")[0]["summary"]["incidents"]
+    assert incident["tickets"] == [opened["ticket_id"]]
+    assert incident["fault"] == f"{injected['kind']} on {injected['target']}"
+    assert incident["detected_s"] == pytest.approx(opened["t"] - injected["t"], abs=0.002)
+    assert incident["resolved_s"] == pytest.approx(resolved["t"] - injected["t"], abs=0.002)
+    assert (incident["fixed_s"], incident["diagnosed_s"], incident["state"]) == (
+        None,
+        None,
+        "resolved",
+    )
     assert_no_survivors(timeline)
 
 

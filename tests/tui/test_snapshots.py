@@ -12,152 +12,152 @@ and look at the new SVGs under `__snapshots__/` before committing them.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable
-from datetime import datetime
-from functools import cache
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import DateTime
-from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel
 from textual.pilot import Pilot
 
-from operator_console.db import create_db_engine, init_db
-from operator_console.domain.events import Event, event_from_dict
-from operator_console.scenarios.catalog import find_scenario
-from operator_console.settings import Settings
-from operator_console.tui.app import OperatorApp
-from operator_console.tui.screens.dashboard import DashboardScreen
+from operator_console.db import TicketRepository
+from operator_console.domain import Severity, Violation
+from operator_console.tui.screens.records import TicketsScreen
 from operator_console.tui.screens.ticket_detail import TicketDetailScreen
 from operator_console.tui.widgets.approval import ApprovalModal
+from tests.tui.replaying import events, make_app, replay
 
 SIZE = (160, 45)
-RECORDING = Path(__file__).resolve().parent / "replay" / "node-kill.json"
+SMALL = (100, 30)
 
 Snap = Callable[..., bool]
 
 
-@cache
-def _recording() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(RECORDING.read_text())
-    return data
+async def _settled(pilot: Pilot[None]) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
 
 
-def _events(until: str, *, including: bool = False) -> list[Event]:
-    """The recorded events before the first `until` event (or up to and including it)."""
-    events: list[Event] = []
-    for raw in _recording()["events"]:
-        event = event_from_dict(raw)
-        name = event.name
-        if name == until and not including:
-            return events
-        events.append(event)
-        if name == until:
-            return events
-    raise AssertionError(f"the recording has no {until} event")
+def test_picker(snap_compare: Snap, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the recorded campaign's figures, and the etcd binary named (so it reads the same
+    wherever the suite runs)."""
+    monkeypatch.setenv("OPERATOR_CONSOLE_ETCD_BIN", "/usr/bin/etcd")
+    assert snap_compare(make_app(tmp_path, evals=True), terminal_size=SIZE, run_before=_settled)
 
 
-def _load_rows(engine: Engine) -> None:
-    """Every row of the recorded run, with its stored times, into an empty database."""
-    tables = _recording()["tables"]
-    with engine.begin() as conn:
-        for table in SQLModel.metadata.sorted_tables:
-            rows = tables.get(table.name) or []
-            times = {
-                c.name
-                for c in table.columns
-                if isinstance(getattr(c.type, "impl", c.type), DateTime)
-            }
-            for row in rows:
-                for name in times & row.keys():
-                    if row[name] is not None:
-                        row[name] = datetime.fromisoformat(row[name])
-            if rows:
-                conn.execute(table.delete())
-                conn.execute(table.insert(), rows)
-
-
-def _app(tmp_path: Path, *, rows: bool = False) -> OperatorApp:
-    """The real app on its own database; no key, so the offline brain whatever the env says."""
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        anthropic_api_key=None,
-        anthropic_base_url=None,
-        brain="auto",
-        mode="approve",
-    )
-    engine = create_db_engine(f"sqlite:///{tmp_path}/console.db")
-    init_db(engine)
-    if rows:
-        _load_rows(engine)
-    return OperatorApp(settings=settings, engine=engine)
-
-
-class ReplayedDashboard(DashboardScreen):
-    """The real dashboard, fed a recorded run instead of starting a cluster."""
-
-    def run_scenario(self) -> None:  # type: ignore[override]
-        return None
-
-
-def _replay(events: list[Event]) -> Callable[[Pilot[None]], Awaitable[None]]:
-    async def run_before(pilot: Pilot[None]) -> None:
-        app = pilot.app
-        assert isinstance(app, OperatorApp)
-        screen = ReplayedDashboard(
-            find_scenario(_recording()["scenario"]), app.settings, app.engine
-        )
-        await app.switch_screen(screen)
-        await pilot.pause()
-        for event in events:
-            screen._relay(event)
-            await pilot.pause()  # one event at a time, in order, as the bus delivers them
-        await pilot.pause()
-
-    return run_before
-
-
-def test_picker(snap_compare: Snap, tmp_path: Path) -> None:
-    assert snap_compare(_app(tmp_path), terminal_size=SIZE)
+def test_picker_small(snap_compare: Snap, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPERATOR_CONSOLE_ETCD_BIN", "/usr/bin/etcd")
+    assert snap_compare(make_app(tmp_path, evals=True), terminal_size=SMALL, run_before=_settled)
 
 
 def test_dashboard_healthy(snap_compare: Snap, tmp_path: Path) -> None:
-    events = _events("fault_countdown")
-    assert sum(e.name == "workload_sample" for e in events) >= 5
-    assert snap_compare(_app(tmp_path), terminal_size=SIZE, run_before=_replay(events))
+    recorded = events("fault_countdown")
+    assert sum(e.name == "workload_sample" for e in recorded) >= 5
+    assert snap_compare(make_app(tmp_path), terminal_size=SIZE, run_before=replay(recorded))
 
 
 def test_dashboard_mid_incident(snap_compare: Snap, tmp_path: Path) -> None:
     """Node down, its ticket open and diagnosed, before the agent proposes the fix."""
-    events = _events("action_proposed")
-    assert any(e.name == "diagnosis_ready" for e in events)
-    assert snap_compare(_app(tmp_path), terminal_size=SIZE, run_before=_replay(events))
+    recorded = events("action_proposed")
+    assert any(e.name == "diagnosis_ready" for e in recorded)
+    assert snap_compare(make_app(tmp_path), terminal_size=SIZE, run_before=replay(recorded))
+
+
+def test_dashboard_fixed_small(snap_compare: Snap, tmp_path: Path) -> None:
+    """At 100x30, after the fix was verified: the scoreboard says detected, diagnosed, fixed."""
+    recorded = events("ticket_resolved", including=True)
+    assert snap_compare(make_app(tmp_path), terminal_size=SMALL, run_before=replay(recorded))
 
 
 def test_approval_modal(snap_compare: Snap, tmp_path: Path) -> None:
-    events = _events("action_proposed", including=True)
+    recorded = events("action_proposed", including=True)
 
     async def run_before(pilot: Pilot[None]) -> None:
-        await _replay(events)(pilot)
+        await replay(recorded)(pilot)
         assert isinstance(pilot.app.screen, ApprovalModal)
 
-    assert snap_compare(_app(tmp_path), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(make_app(tmp_path), terminal_size=SIZE, run_before=run_before)
 
 
 def test_ticket_detail(snap_compare: Snap, tmp_path: Path) -> None:
-    (ticket,) = _recording()["tables"]["tickets"]
+    """Opened from the dashboard after the fix was verified: its incident's times come from the
+    run's own scoreboard."""
+    recorded = events("ticket_resolved", including=True)
 
     async def run_before(pilot: Pilot[None]) -> None:
         app = pilot.app
-        assert isinstance(app, OperatorApp)
-        await app.push_screen(TicketDetailScreen(app.engine, int(ticket["id"])))
+        await replay(recorded)(pilot)
+        await pilot.press("t")
         await app.workers.wait_for_complete()
         await pilot.pause()
+        assert isinstance(app.screen, TicketsScreen)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, TicketDetailScreen)
 
-    assert snap_compare(_app(tmp_path, rows=True), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(make_app(tmp_path, rows=True), terminal_size=SIZE, run_before=run_before)
+
+
+def test_tickets_by_incident(snap_compare: Snap, tmp_path: Path) -> None:
+    """Tickets grouped by incident, the cause on top: the store's ticket leads the incident its
+    symptom opened; an unrelated ticket is its own incident."""
+    app = make_app(tmp_path)
+    repo = TicketRepository(app.engine)
+    causes = {"key_over_limit": ("store_dead",), "slow_answers": ("store_dead",)}
+
+    def open_ticket(invariant: str, target: str, incident: int | None = None) -> int:
+        violation = Violation(invariant, target, Severity.CRITICAL, f"{invariant} on {target}")
+        first_seen = datetime(2026, 1, 1, tzinfo=UTC)
+        row = repo.open(
+            violation,
+            subject="scripted",
+            run_id="run-1",
+            observation={},
+            first_seen=first_seen,
+            incident_id=incident,
+        )
+        assert row.id is not None
+        return row.id
+
+    symptom = open_ticket("key_over_limit", "user:hot")
+    open_ticket("store_dead", "store", incident=symptom)
+    open_ticket("slow_answers", "node-1", incident=symptom)
+    open_ticket("disk_full", "node-3")
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await pilot.app.push_screen(TicketsScreen(app.engine, "run-1", causes=causes))
+        await _settled(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+async def _evals(pilot: Pilot[None]) -> None:
+    await pilot.press("e")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def test_evals_list(snap_compare: Snap, tmp_path: Path) -> None:
+    """The stored campaigns, newest first, reached with `e` from the picker."""
+    assert snap_compare(make_app(tmp_path, evals=True), terminal_size=SIZE, run_before=_evals)
+
+
+def test_evals_empty(snap_compare: Snap, tmp_path: Path) -> None:
+    """No campaign yet: the screen says how to make one."""
+    assert snap_compare(make_app(tmp_path), terminal_size=SIZE, run_before=_evals)
+
+
+@pytest.mark.parametrize("size", [SIZE, SMALL], ids=["160x45", "100x30"])
+def test_eval_campaign(snap_compare: Snap, tmp_path: Path, size: tuple[int, int]) -> None:
+    """One campaign opened: its table per scenario and brain, and its TTD and TTM charts."""
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await _evals(pilot)
+        await pilot.press("enter")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(make_app(tmp_path, evals=True), terminal_size=size, run_before=run_before)
 
 
 @pytest.fixture(autouse=True)

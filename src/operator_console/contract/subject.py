@@ -155,6 +155,18 @@ class Deployment:
     placement: Placement = "local"
 
 
+@dataclass(frozen=True, slots=True)
+class RuntimeDescription:
+    """What a subject's local lab would run on this machine (binary, release, where it was
+    found), said before anything starts. `deploys` is False for a subject the console can only
+    watch (`operator-console watch NAME --endpoints FILE`); `ready` is False when the lab cannot
+    start here, and `summary` then names the fix."""
+
+    summary: str
+    deploys: bool = True
+    ready: bool = True
+
+
 class SubjectKind(Protocol):
     """The plug-in entry point for one kind of subject."""
 
@@ -189,6 +201,11 @@ class SubjectKind(Protocol):
         on_sample: SampleSink,
     ) -> Deployment:
         """A local lab the console starts itself (no workload when `workload` is None)."""
+        ...
+
+    def describe_runtime(self) -> RuntimeDescription:
+        """What `deploy` would run on this machine, for the picker; blocking (it may run a
+        binary's `--version`), so a UI calls it from a thread. Never raises."""
         ...
 
     def validate_endpoints(self, endpoints: Mapping[str, Any]) -> None:

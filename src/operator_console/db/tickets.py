@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -89,9 +89,44 @@ class RunRepository:
             return list(session.exec(select(RunRow).where(col(RunRow.finished_at).is_(None))))
 
 
+Causes = Mapping[str, Sequence[str]]  # per invariant, the invariants it is a consequence of
+
+
+def cause_first(members: Sequence[TicketRow], causes: Causes | None = None) -> list[TicketRow]:
+    """One incident's tickets, its cause first: a ticket whose invariant is not a consequence of
+    another member's (the first such, as they opened), then the rest as they opened."""
+    ordered = sorted(members, key=lambda t: t.id or 0)
+    present = {t.invariant for t in ordered}
+    causes = causes or {}
+
+    def consequence(ticket: TicketRow) -> bool:
+        return any(
+            cause in present and cause != ticket.invariant
+            for cause in causes.get(ticket.invariant, ())
+        )
+
+    return sorted(ordered, key=consequence)  # stable: as they opened within each kind
+
+
+def incident_groups(
+    rows: Sequence[TicketRow], causes: Causes | None = None
+) -> list[list[TicketRow]]:
+    """Tickets grouped by incident, the newest incident first, each with its cause first."""
+    groups: dict[int, list[TicketRow]] = {}
+    for row in rows:
+        groups.setdefault(row.incident_id or row.id or 0, []).append(row)
+    return [cause_first(groups[key], causes) for key in sorted(groups, reverse=True)]
+
+
 class TicketRepository:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    def by_incident(
+        self, *, run_id: str | None = None, causes: Causes | None = None, limit: int = 200
+    ) -> list[list[TicketRow]]:
+        """The newest tickets grouped by incident (newest incident first, its cause first)."""
+        return incident_groups(self.list(run_id=run_id, limit=limit), causes)
 
     def unresolved(self, run_id: str | None = None) -> list[TicketRow]:
         with Session(self._engine, expire_on_commit=False) as session:

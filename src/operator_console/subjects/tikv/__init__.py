@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from operator_console.contract import Deployment, SampleSink, SpecError
+from operator_console.contract import Deployment, RuntimeDescription, SampleSink, SpecError
 
 NAME = "tikv"
 NO_LAB = (
@@ -67,6 +67,9 @@ class TikvKind:
         on_sample: SampleSink,
     ) -> Deployment:
         raise SpecError("subject", NO_LAB)
+
+    def describe_runtime(self) -> RuntimeDescription:
+        return RuntimeDescription(NO_LAB, deploys=False)
 
     def validate_endpoints(self, endpoints: Mapping[str, Any]) -> None:
         from operator_console.subjects.tikv.spec import parse_endpoints

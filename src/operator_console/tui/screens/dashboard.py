@@ -23,13 +23,16 @@ from operator_console.domain.events import Event
 from operator_console.runtime import RunOptions, RunPlan, Runtime
 from operator_console.scenarios.model import Scenario
 from operator_console.scenarios.runner import RunOutcome, ScenarioRunner
+from operator_console.scenarios.scoreboard import Scoreboard
 from operator_console.scenarios.watch import WatchRunner
 from operator_console.settings import Settings
 from operator_console.tui.messages import BusEvent, ObservationUpdate
+from operator_console.tui.screens.evals import EvalsScreen
 from operator_console.tui.screens.records import AuditScreen, TicketsScreen
 from operator_console.tui.widgets.approval import ApprovalModal, ReasonModal
 from operator_console.tui.widgets.cluster import ClusterPanel
 from operator_console.tui.widgets.narration import NarrationPanel
+from operator_console.tui.widgets.scoreboard import ScoreboardPanel
 from operator_console.tui.widgets.tickets import TicketsPanel
 from operator_console.tui.widgets.transcript import Transcript
 from operator_console.tui.widgets.workload import WorkloadPanel
@@ -52,6 +55,7 @@ class DashboardScreen(Screen[None]):
         Binding("k", "kill_switch", "Kill switch"),
         Binding("t", "tickets", "Tickets"),
         Binding("l", "audit", "Audit log"),
+        Binding("e", "evals", "Evals"),
     ]
 
     def __init__(
@@ -90,6 +94,8 @@ class DashboardScreen(Screen[None]):
         self.pending: dict[int, dict[str, Any]] = {}
         self.diagnoses: dict[int, dict[str, Any]] = {}
         self.open_tickets: dict[int, tuple[str, str]] = {}
+        # Per incident, detected / diagnosed / fixed after how long: from the same events.
+        self.scoreboard = Scoreboard()
         self._asking: set[int] = set()
         self._remove_listener = self.runtime.bus.add_listener(self._relay)
         self._worker: Worker[RunOutcome] | None = None
@@ -105,6 +111,7 @@ class DashboardScreen(Screen[None]):
                 yield TicketsPanel(id="tickets")
             with Vertical(id="right-column"):
                 yield NarrationPanel(id="narration")
+                yield ScoreboardPanel(id="scoreboard")
                 yield Transcript(id="transcript")
         yield Footer()
 
@@ -206,6 +213,9 @@ class DashboardScreen(Screen[None]):
                 return
             self.query_one(Transcript).show(event)
             self._narrate(event)
+            scored = self.scoreboard.apply(event)
+            if scored is not None:
+                self.query_one(ScoreboardPanel).show(scored)
             if isinstance(event, ev.TicketEvent):
                 self._ticket(event)
             elif isinstance(event, ev.ActionEvent):
@@ -331,10 +341,20 @@ class DashboardScreen(Screen[None]):
         return max(self.pending) if self.pending else None
 
     def action_tickets(self) -> None:
-        self.app.push_screen(TicketsScreen(self.engine, self.runtime.run_id))
+        self.app.push_screen(
+            TicketsScreen(
+                self.engine,
+                self.runtime.run_id,
+                scoreboard=self.scoreboard,
+                causes=self.runtime.causes,
+            )
+        )
 
     def action_audit(self) -> None:
         self.app.push_screen(AuditScreen(self.engine, self.runtime.run_id))
+
+    def action_evals(self) -> None:
+        self.app.push_screen(EvalsScreen(self.engine))
 
     def action_next_chapter(self) -> None:
         self.runner.advance()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,8 +24,17 @@ from textual.worker import Worker, WorkerState
 
 from operator_console.db import TicketRow
 from operator_console.db.models import ActionRow, TranscriptRow
+from operator_console.db.tickets import Causes, cause_first
 from operator_console.dossier import TicketDossier
+from operator_console.scenarios.scoreboard import IncidentScore, Scoreboard, load_incident
 from operator_console.tui.rows import sync_rows
+from operator_console.tui.widgets.scoreboard import (
+    STATE_TONES,
+    cost_text,
+    detected_text,
+    diagnosed_text,
+    outcome_text,
+)
 
 # Stored times as they are, never "x seconds ago": the same data always renders the same screen.
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
@@ -64,6 +73,51 @@ def ticket_fields(ticket: TicketRow) -> Content:
             ("message", ticket.message),
         ]
     )
+
+
+def member_line(ticket: TicketRow, *, this: int, first: str | None) -> Content:
+    """One ticket of the incident: which, on what, its state, and whether it is this one."""
+    line = Content.assemble(
+        (f"#{ticket.id} ", "bold"),
+        f"{ticket.invariant} on {ticket.target} ",
+        (ticket.state, STATE_STYLES.get(ticket.state, "$text-muted")),
+    )
+    notes = [note for note in (first, "this ticket" if ticket.id == this else None) if note]
+    if notes:
+        line += Content.styled(f"  ({', '.join(notes)})", "$text-muted")
+    return line
+
+
+def incident_fields(
+    score: IncidentScore, members: Sequence[TicketRow] = (), *, this: int = 0, causes: bool = False
+) -> Content:
+    """The incident's tickets (its cause first) and scoreboard: detected, diagnosed, fixed after
+    how long, and the cost."""
+    tone = STATE_TONES.get(score.state, "bold")
+    pairs: list[tuple[str, str | Content]] = [
+        ("incident", f"#{score.incident_id}: {score.invariant} on {score.target}"),
+        (
+            "counted from",
+            f"the fault: {score.fault}"
+            if score.fault
+            else "its first sighting (the fault's time is known only to the run's events)",
+        ),
+    ]
+    pairs += [
+        ("detected", detected_text(score)),
+        ("diagnosed", diagnosed_text(score)),
+        ("fixed", Content.styled(outcome_text(score), tone)),
+    ]
+    cost = cost_text(score)
+    if cost is not None:
+        pairs.append(("brain cost", cost))
+    label = f"tickets ({len(members)})" if len(members) > 1 else "ticket"
+    # Ordered cause first when the subject's invariants say which follows from which.
+    lead = "the cause" if causes else "first seen"
+    for index, ticket in enumerate(members):
+        first = lead if index == 0 and len(members) > 1 else None
+        pairs.append((label if index == 0 else "", member_line(ticket, this=this, first=first)))
+    return _fields(pairs)
 
 
 def diagnosis_fields(ticket: TicketRow) -> Content:
@@ -154,11 +208,23 @@ class TicketDetailScreen(Screen[None]):
         Binding("g", "reload", "Reload"),
     ]
 
-    def __init__(self, engine: Engine, ticket_id: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        ticket_id: int,
+        *,
+        scoreboard: Scoreboard | None = None,
+        causes: Causes | None = None,
+    ) -> None:
         super().__init__()
         self.engine = engine
         self.ticket_id = ticket_id
+        self.causes = causes
+        # The run's live scoreboard when opened from its dashboard; else read from the rows.
+        self.scoreboard = scoreboard
         self.dossier: TicketDossier | None = None
+        self.incident: IncidentScore | None = None
+        self.incident_tickets: list[TicketRow] = []
         self._shown_steps: set[int | None] = set()
         self.sub_title = f"ticket #{ticket_id}"
 
@@ -167,6 +233,8 @@ class TicketDetailScreen(Screen[None]):
         with VerticalScroll(id="detail"):
             yield Static(f"Ticket #{self.ticket_id}", classes="detail-section")
             yield Static("loading…", id="detail-ticket", classes="detail-fields")
+            yield Static("Incident", classes="detail-section")
+            yield Static("", id="detail-incident", classes="detail-fields")
             yield Static("Diagnosis", classes="detail-section")
             yield Static("", id="detail-diagnosis", classes="detail-fields")
             yield Static("Transcript", id="detail-transcript-title", classes="detail-section")
@@ -190,17 +258,34 @@ class TicketDetailScreen(Screen[None]):
     def action_reload(self) -> None:
         self._load()
 
+    def _read(self) -> tuple[TicketDossier, list[TicketRow], IncidentScore] | None:
+        dossier = TicketDossier.load(self.engine, self.ticket_id)
+        if dossier is None:
+            return None
+        tickets, score = load_incident(self.engine, dossier.ticket)
+        live = self.scoreboard.for_ticket(self.ticket_id) if self.scoreboard else None
+        return dossier, cause_first(tickets, self.causes), live or score
+
     @work(exclusive=True, group="records", exit_on_error=False)
     async def _load(self) -> None:
-        dossier = await asyncio.to_thread(TicketDossier.load, self.engine, self.ticket_id)
-        self.dossier = dossier
+        found = await asyncio.to_thread(self._read)
         with self.app.batch_update():
-            if dossier is None:
+            if found is None:
                 self.query_one("#detail-ticket", Static).update(
                     Content.styled(f"no ticket {self.ticket_id} in this database", "$error")
                 )
                 return
+            dossier, self.incident_tickets, self.incident = found
+            self.dossier = dossier
             self.query_one("#detail-ticket", Static).update(ticket_fields(dossier.ticket))
+            self.query_one("#detail-incident", Static).update(
+                incident_fields(
+                    self.incident,
+                    self.incident_tickets,
+                    this=self.ticket_id,
+                    causes=bool(self.causes),
+                )
+            )
             self.query_one("#detail-diagnosis", Static).update(diagnosis_fields(dossier.ticket))
             self._show_transcript(dossier.transcript)
             self._show_actions(dossier.actions)
