@@ -105,41 +105,6 @@ def test_eval_prints_a_line_per_run_and_a_table(tmp_path: Path) -> None:
     }
 
 
-def test_healthy_runs_win(tmp_path: Path) -> None:
-    """Every bundled healthy scenario, with and without the agent: nothing fires, nothing is
-    done, and each run is a win (a ticket or an action would be a loss)."""
-    healthy = sorted(p.stem for p in (ROOT / "scenarios").glob("*-healthy*.toml"))
-    assert len(healthy) >= 2, healthy  # one per local subject at least
-    done = subprocess.run(
-        console_argv(
-            "eval",
-            "--scenarios",
-            ",".join(healthy),
-            "--brain",
-            "rules,none",
-            "--json",
-            "--no-charts",
-        ),
-        env=console_env(tmp_path / "data"),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert done.returncode == 0, done.stderr
-    runs = [json.loads(line) for line in done.stdout.splitlines()]
-    assert sorted((r["scenario"], r["brain"]) for r in runs) == sorted(
-        (s, b) for s in healthy for b in ("rules", "none")
-    )
-    for run in runs:
-        assert run["win"], (run, done.stderr)
-        assert (run["faults"], run["detected"], run["tickets"], run["wrong_actions"]) == (
-            "",
-            False,
-            0,
-            0,
-        )
-
-
 def test_compare_says_what_changed_and_fails_on_a_fallen_win_rate(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'evals.db'}"
     engine = create_db_engine(url)

@@ -272,9 +272,11 @@ async def test_closed_port_target_counts_errors(limiter: FakeLimiter) -> None:
 
 async def test_server_errors_and_timeouts_are_counted_as_errors(limiter: FakeLimiter) -> None:
     limiter.nodes["broken"] = NodeBehaviour(status=500)
-    limiter.nodes["slow"] = NodeBehaviour(delay_s=0.6)
+    limiter.nodes["slow"] = NodeBehaviour(delay_s=1.5)
     names = ["ok", "broken", "slow"]
-    gen = LoadGenerator({n: limiter.url(n) for n in names}, rate=60.0, timeout_s=0.25, seed=6)
+    # A timeout well above what a healthy local answer takes even on a busy machine, and well
+    # below the slow node's delay.
+    gen = LoadGenerator({n: limiter.url(n) for n in names}, rate=60.0, timeout_s=0.6, seed=6)
     await run_for(gen, 1.2)
     stats = gen.target_stats(window_s=30)
     assert stats["broken"].offered > 5
