@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 
 MODULE = "operator_console.lab.etcd.clients"
 KEPT_SAMPLES = 300
-# Requests still in flight when the traffic stops get this long before the final read-back.
-FINAL_TIMEOUT_S = 30.0
 
 
 # --------------------------------------------------------------------- the credentials file

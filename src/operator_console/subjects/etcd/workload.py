@@ -85,13 +85,11 @@ class EtcdTraffic:
         on_sample: SampleSink,
         *,
         p99_alarm_ms: float,
-        credentials: Callable[[], tuple[str, str] | None] = lambda: None,
         warm_up_s: float = WARM_UP_S,
     ) -> None:
         self._cluster = cluster
         self._spec = spec
         self._on_sample = on_sample
-        self._credentials = credentials
         self._warm_up_s = warm_up_s
         self.series: Sequence[SeriesSpec] = traffic_series(p99_alarm_ms)
         self.url: str | None = None
@@ -120,7 +118,6 @@ class EtcdTraffic:
             timeout_s=spec.timeout_s,
             check_every_s=spec.check_every_s,
             warm_up_s=self._warm_up_s,
-            credentials=self._credentials(),
         )
         self._http = httpx.AsyncClient(timeout=API_TIMEOUT_S, trust_env=False)
         self._relay_task = asyncio.create_task(self._relay(), name="etcd-workload-relay")
