@@ -411,8 +411,11 @@ class Runtime:
             return {"error": f"{type(exc).__name__}: {exc}"[:300]}
         return dict(truth) if truth is not None else None
 
-    async def finish(self, *, ok: bool, summary: dict[str, Any], reason: str = "") -> None:
-        """Record the outcome; tickets still open are abandoned first, and the summary says so."""
+    async def finish(
+        self, *, ok: bool, summary: dict[str, Any], reason: str = ""
+    ) -> dict[str, Any]:
+        """Record the outcome; tickets still open are abandoned first, and the summary says so
+        (with the workload's own record); returns the summary as recorded."""
         await self.stop_loops()  # nothing may reopen or touch a ticket after this
         abandoned = await self.abandon_open(
             f"the run ended ({reason or ('ok' if ok else 'failed')}) before it was resolved"
@@ -424,6 +427,7 @@ class Runtime:
             summary = {**summary, "ground_truth": truth}
         await asyncio.to_thread(self.runs.finish, self.run_id, ok=ok, summary=summary)
         self.bus.publish(RunFinished(ok=ok, summary=summary))
+        return summary
 
     async def stop_loops(self) -> None:
         """Cancel the monitor, agent and executor loops and wait (bounded) until they end."""

@@ -12,6 +12,7 @@ import itertools
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,9 +116,15 @@ class MessagesServer:
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
+        self._responder: Callable[[dict[str, Any]], Reply | ErrorReply] | None = None
 
     def script(self, *replies: Reply | ErrorReply) -> None:
         self.replies.extend(replies)
+
+    def respond_with(self, responder: Callable[[dict[str, Any]], Reply | ErrorReply]) -> None:
+        """Answer each request (once the scripted replies are used up) from what it asks: a
+        model that reads the ticket, for runs where more tickets may open than were foreseen."""
+        self._responder = responder
 
     async def start(self) -> None:
         app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
@@ -166,9 +173,12 @@ class MessagesServer:
         problem = validate(body)
         if problem:
             return _error(400, "invalid_request_error", problem)
-        if not self.replies:
+        if self.replies:
+            reply = self.replies.popleft()
+        elif self._responder is not None:
+            reply = self._responder(body)
+        else:
             return _error(400, "invalid_request_error", "no scripted reply left")
-        reply = self.replies.popleft()
         if isinstance(reply, ErrorReply):
             return _error(reply.status, reply.error_type, reply.message, reply.headers)
         if reply.delay_s:
