@@ -44,6 +44,7 @@ def traffic_series(p99_alarm_ms: float) -> tuple[SeriesSpec, ...]:
         SeriesSpec("gets", "gets"),
         SeriesSpec("errors", "errors", alarm=0.0),
         SeriesSpec("leader_changes", "leader changes", alarm=0.0),
+        SeriesSpec("p50_ms", "p50", unit="ms", digits=1),
         SeriesSpec("p99_ms", "p99", unit="ms", alarm=p99_alarm_ms, digits=1),
     )
 
