@@ -63,6 +63,8 @@ from operator_console.settings import Settings
 log = logging.getLogger(__name__)
 
 STOP_STEP_S = 10.0
+# The workload may stop its traffic and read every write back before it can say what it saw.
+GROUND_TRUTH_S = 40.0
 
 
 def new_run_id() -> str:
@@ -408,8 +410,26 @@ class Runtime:
             self.bus.publish(TicketAbandoned(**ticket.event_fields(), reason=reason))
         return [f"#{t.id} {t.invariant} on {t.target}" for t in tickets]
 
-    async def finish(self, *, ok: bool, summary: dict[str, Any], reason: str = "") -> None:
-        """Record the outcome; tickets still open are abandoned first, and the summary says so."""
+    async def ground_truth(self) -> dict[str, Any] | None:
+        """The workload's own record of the run (bounded); a record it could not read says so."""
+        workload = self.deployment.workload if self.deployment is not None else None
+        if workload is None:
+            return None
+        try:
+            async with asyncio.timeout(GROUND_TRUTH_S):
+                truth = await workload.ground_truth()
+        except TimeoutError:
+            return {"error": f"the workload's record did not come within {GROUND_TRUTH_S:g} s"}
+        except Exception as exc:
+            log.exception("reading the workload's record failed")
+            return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        return dict(truth) if truth is not None else None
+
+    async def finish(
+        self, *, ok: bool, summary: dict[str, Any], reason: str = ""
+    ) -> dict[str, Any]:
+        """Record the outcome; tickets still open are abandoned first, and the summary says so
+        (with the workload's own record); returns the summary as recorded."""
         await self.stop_loops()  # nothing may reopen or touch a ticket after this
         if self.summarizer is not None:  # the last steps' lines, within the budget
             await _bounded(self.summarizer.flush(), STOP_STEP_S, "audit summaries")
@@ -418,8 +438,12 @@ class Runtime:
         )
         if abandoned:
             summary = {**summary, "abandoned": abandoned}
+        truth = await self.ground_truth()
+        if truth is not None:
+            summary = {**summary, "ground_truth": truth}
         await asyncio.to_thread(self.runs.finish, self.run_id, ok=ok, summary=summary)
         self.bus.publish(RunFinished(ok=ok, summary=summary))
+        return summary
 
     async def stop_loops(self) -> None:
         """Cancel the monitor, agent and executor loops and wait (bounded) until they end."""

@@ -14,6 +14,7 @@ import re
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +121,7 @@ class MessagesServer:
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
+        self._responder: Callable[[dict[str, Any]], Reply | ErrorReply] | None = None
 
     def script(self, *replies: Reply | ErrorReply) -> None:
         self.replies.extend(replies)
@@ -128,6 +130,11 @@ class MessagesServer:
         """Replies to the audit summarizer's requests (without any, each gets a line per row
         it sent: `summary of row N`), kept apart from the brain's script."""
         self.summary_replies.extend(replies)
+
+    def respond_with(self, responder: Callable[[dict[str, Any]], Reply | ErrorReply]) -> None:
+        """Answer each request (once the scripted replies are used up) from what it asks: a
+        model that reads the ticket, for runs where more tickets may open than were foreseen."""
+        self._responder = responder
 
     async def start(self) -> None:
         app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
@@ -180,10 +187,12 @@ class MessagesServer:
             return _error(400, "invalid_request_error", problem)
         if summarizing:
             reply = self.summary_replies.popleft() if self.summary_replies else _lines(body)
-        elif not self.replies:
-            return _error(400, "invalid_request_error", "no scripted reply left")
-        else:
+        elif self.replies:
             reply = self.replies.popleft()
+        elif self._responder is not None:
+            reply = self._responder(body)
+        else:
+            return _error(400, "invalid_request_error", "no scripted reply left")
         if isinstance(reply, ErrorReply):
             return _error(reply.status, reply.error_type, reply.message, reply.headers)
         if reply.delay_s:

@@ -80,6 +80,10 @@ def test_each_etcd_scenario_passes_in_time_with_no_lost_write(
     assert "lost_writes" not in summary["fired"]
     lost, checked = lost_writes(timeline)
     assert lost == 0 and checked > 0
+    # The final read-back, after the clients stopped, is the run's ground truth.
+    truth = summary["ground_truth"]
+    assert truth["lost_writes"] == 0, truth
+    assert 0 < truth["checked_writes"] <= truth["acknowledged_writes"], truth
     invariant, target, action = EXPECTED[scenario]
     actions = [a["action"] for a in summary["actions"]]
     if invariant is None:

@@ -458,3 +458,35 @@ async def test_a_member_that_cannot_start_fails_the_start_cleanly(tmp_path: Path
     async with EtcdClient(lab.client_url("member-1"), timeout=0.5) as client:
         with pytest.raises(EtcdUnavailableError, match="is the member running"):
             await client.status()
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_five_members_start_every_one_answers_and_two_may_die(tmp_path: Path):
+    lab = EtcdCluster(tmp_path, members=5, binary=etcd_or_skip())
+    names = [f"member-{i}" for i in range(1, 6)]
+    await lab.start()
+    try:
+        assert lab.member_names == names
+        assert lab.startup_s is not None and lab.startup_s < lab.start_timeout
+        ends = lab.endpoints()
+        assert sorted(ends["members"]) == names
+        assert len({m["pid"] for m in ends["members"].values()}) == 5
+        for name in names:
+            revision = await put_via(lab, name, f"five/{name}", name)
+            got = await lab.client(name).get(f"five/{name}")
+            assert got is not None and got.value == name and got.mod_revision == revision
+        listed = await lab.client("member-4").member_list()
+        assert sorted(m.name for m in listed) == names
+        statuses = await lab.statuses()
+        assert all(s is not None for s in statuses.values())
+        assert len({s.leader for s in statuses.values() if s is not None}) == 1
+        # One raft group of five: a quorum of three still commits with two members gone.
+        leader = await lab.leader()
+        dead = [n for n in names if n != leader][:2]
+        for name in dead:
+            lab.kill_member(name)
+        survivor = next(n for n in names if n not in dead and n != leader)
+        assert await put_via(lab, survivor, "five/after-two-kills", "yes", timeout=5.0) > 0
+    finally:
+        await lab.stop()
+    assert children_running_in(tmp_path) == []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 import pytest_asyncio
@@ -102,3 +105,36 @@ async def test_without_a_client_certificate_the_member_refuses(tls_cluster: Etcd
 async def test_client_cert_auth_without_a_client_pair_is_refused_up_front(tmp_path: Path):
     with pytest.raises(ValueError, match="client_cert_auth needs client_cert_file"):
         EtcdTLS(ca_file="ca", cert_file="c", key_file="k")
+
+
+async def test_the_clients_process_drives_the_tls_cluster_with_the_client_certificate(
+    tls_cluster: EtcdCluster,
+):
+    url = await tls_cluster.start_clients(
+        rate=40.0,
+        mix=None,
+        keys=20,
+        prefix="tls-clients/",
+        timeout_s=1.0,
+        check_every_s=0.5,
+        warm_up_s=0.0,
+    )
+    try:
+        tls = tls_cluster.tls
+        assert tls is not None and tls.client_cert_file is not None
+        pid = tls_cluster.endpoints()["clients"]["pid"]
+        argv = psutil.Process(pid).cmdline()
+        assert argv[argv.index("--cert-file") + 1] == tls.client_cert_file
+        async with httpx.AsyncClient(timeout=30.0, trust_env=False) as api:
+            deadline = time.monotonic() + 15
+            health: dict = {}
+            while time.monotonic() < deadline:
+                health = (await api.get(f"{url}/api/health")).json()
+                if health["acknowledged"] >= 20:
+                    break
+                await asyncio.sleep(0.1)
+            assert health["acknowledged"] >= 20, health
+            final = (await api.post(f"{url}/api/stop")).json()
+        assert final["error"] is None and final["lost"] == [] and final["checked"] > 0
+    finally:
+        await tls_cluster.stop_clients()

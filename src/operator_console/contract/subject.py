@@ -84,6 +84,11 @@ class Workload(Protocol):
         """Change the traffic mid-run (a chapter's surge); raises SpecError on bad input."""
         ...
 
+    async def ground_truth(self) -> Mapping[str, Any] | None:
+        """What the workload's own record of the run says once it is over (it may stop the
+        traffic to read it), for the run's summary; None when it keeps no such record."""
+        ...
+
 
 class Subject(Protocol):
     """Observes one system, names the invariants that must hold, and draws its panel."""

@@ -104,9 +104,11 @@ class ScenarioRunner:
             log.exception("run failed")
             self.problems.append(f"{type(exc).__name__}: {exc}")
             outcome = RunOutcome(ok=False, summary=self._summary(recovered=None))
-            await runtime.finish(ok=False, summary=outcome.summary, reason=f"failed: {exc}")
+            outcome.summary = await runtime.finish(
+                ok=False, summary=outcome.summary, reason=f"failed: {exc}"
+            )
         else:
-            await runtime.finish(ok=outcome.ok, summary=outcome.summary)
+            outcome.summary = await runtime.finish(ok=outcome.ok, summary=outcome.summary)
         finally:
             await asyncio.shield(runtime.stop())
             if self._remove_listener is not None:

@@ -86,7 +86,9 @@ class WatchRunner:
                 async with asyncio.timeout(self.duration):
                     await self._stop.wait()
             outcome = RunOutcome(ok=True, summary=self.summary())
-            await runtime.finish(ok=True, summary=outcome.summary, reason="the watch ended")
+            outcome.summary = await runtime.finish(
+                ok=True, summary=outcome.summary, reason="the watch ended"
+            )
         except asyncio.CancelledError:
             outcome = RunOutcome(ok=True, summary=self.summary())
             with contextlib.suppress(Exception):
@@ -97,7 +99,9 @@ class WatchRunner:
         except Exception as exc:
             log.exception("watch failed")
             outcome = RunOutcome(ok=False, summary={**self.summary(), "problems": [str(exc)]})
-            await runtime.finish(ok=False, summary=outcome.summary, reason=f"failed: {exc}")
+            outcome.summary = await runtime.finish(
+                ok=False, summary=outcome.summary, reason=f"failed: {exc}"
+            )
         finally:
             await asyncio.shield(runtime.stop())
             if self._remove is not None:

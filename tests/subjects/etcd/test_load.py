@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psutil
 import pytest
 import pytest_asyncio
 
@@ -18,7 +20,7 @@ from operator_console.domain.events import ActionStep, ActionVerified, TicketRes
 from operator_console.subjects.etcd.invariants import ApplyLag, ErrorRate, LatencySLO
 from operator_console.subjects.etcd.spec import ThresholdSpec
 from operator_console.subjects.etcd.state import EtcdState
-from operator_console.subjects.etcd.workload import PREFIX
+from operator_console.subjects.etcd.workload import PREFIX, EtcdTraffic
 from tests.executor_harness import loops
 from tests.subjects.etcd.conftest import Etcd, deployed, recommended
 
@@ -200,17 +202,18 @@ async def test_a_leader_too_slow_for_the_clients_timeouts_breaks_the_error_budge
 
 async def test_an_acknowledged_write_deleted_behind_the_clients_back_is_a_lost_write(etcd: Etcd):
     traffic = etcd.deployment.workload
-    assert traffic is not None
+    assert isinstance(traffic, EtcdTraffic)
     await etcd.until(
         lambda o: (
             o.state.ledger is not None and o.state.ledger.checked > 0 and not o.state.ledger.lost
         ),
         "a clean ledger check",
     )
-    driver = traffic.driver  # type: ignore[attr-defined]
-    traffic.adjust({"rate": 0})  # type: ignore[union-attr]
-    await asyncio.sleep(1.5)  # let requests in flight finish
-    key = next(k for k in driver.ledger.keys() if driver.ledger.latest(k).kind == "put")
+    traffic.adjust({"rate": 0})
+    await traffic.adjusted()
+    await idle(traffic)
+    acks = await traffic.ledger()
+    key = next(k for k, ack in acks.items() if ack.kind == "put")
     await etcd.cluster.client("member-1").delete(key)  # a real delete the clients never made
     _observation, violation = await etcd.fired("lost_writes", "workload", timeout=10)
     assert violation.details["lost"][0]["key"] == key and key.startswith(PREFIX)
@@ -218,4 +221,40 @@ async def test_an_acknowledged_write_deleted_behind_the_clients_back_is_a_lost_w
     assert result.diagnosis is not None
     assert result.diagnosis.label == "acknowledged_writes_lost"
     assert recommended(result) is None and result.escalation
-    traffic.adjust({"rate": 30})  # type: ignore[union-attr]
+    traffic.adjust({"rate": 30})
+
+
+async def test_the_clients_are_a_process_of_their_own_that_the_observer_reads(etcd: Etcd):
+    traffic = etcd.deployment.workload
+    assert isinstance(traffic, EtcdTraffic)
+    pid = traffic.pid
+    assert pid is not None and pid != os.getpid()
+    assert psutil.Process(pid).ppid() == os.getpid()
+    assert etcd.cluster.endpoints()["clients"]["pid"] == pid
+    observation, _ = await etcd.until(
+        lambda o: o.state.traffic is not None and o.state.traffic.finished > 0, "a window"
+    )
+    view = state(observation).traffic
+    assert view is not None and set(view.per_member) <= set(etcd.cluster.member_names)
+    assert view.acknowledged > 0
+    assert observation.sources["clients"].state.value == "ok"
+    # A clients process that stops answering is a failed source, never a quiet cluster.
+    psutil.Process(pid).suspend()
+    try:
+        _, failed = await etcd.until(
+            lambda o: o.sources["clients"].state.value != "ok", "the clients' source failing"
+        )
+        assert failed
+    finally:
+        psutil.Process(pid).resume()
+
+
+async def idle(traffic: EtcdTraffic, timeout: float = 10.0) -> None:
+    """Until the clients have no request in flight (what they send has an answer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = await traffic.health()
+        if health["rate"] == 0 and health["in_flight"] == 0:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the clients still have requests in flight")

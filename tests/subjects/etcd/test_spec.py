@@ -266,3 +266,16 @@ def test_metrics_are_read_and_compared_over_a_window_across_a_restart() -> None:
     restarted = parse_metrics(METRICS.replace("committed_total 100", "committed_total 3"))
     history.add("m", 20.0, restarted)
     assert history.growth("m", "leader_changes") is None
+
+
+def test_the_workload_panel_draws_p50_and_p99_in_one_chart_with_the_slo_on_p99(
+    tmp_path: Path,
+) -> None:
+    deployment = EtcdKind().deploy(
+        {"thresholds": {"latency_p99_ms": 180}}, {}, tmp_path, lambda _sample: None
+    )
+    assert deployment.workload is not None
+    series = {s.key: s for s in deployment.workload.series}
+    assert list(series) == ["puts", "gets", "errors", "leader_changes", "p50_ms", "p99_ms"]
+    assert series["p50_ms"].unit == series["p99_ms"].unit == "ms"
+    assert series["p50_ms"].alarm is None and series["p99_ms"].alarm == 180

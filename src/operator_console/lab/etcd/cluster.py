@@ -11,8 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from operator_console.lab.etcd.binary import EtcdBinary, find_etcd
 from operator_console.lab.etcd.client import ClientTLS, EtcdClient, EtcdError, Status
+from operator_console.lab.etcd.clients import clients_argv, write_auth_file
 from operator_console.lab.etcd.faults import FAULT_KINDS, EtcdFault, make_fault
 from operator_console.lab.etcd.peers import PeerLinks, PeerPorts
 from operator_console.lab.ports import free_ports
@@ -21,6 +24,7 @@ from operator_console.lab.supervisor import ManagedProcess, Supervisor, UnknownP
 HOST = "127.0.0.1"
 MEMBER_COUNTS = (1, 3, 5)
 READY_PREFIX = "lab/ready/"
+CLIENTS = "clients"
 _PROBE_TIMEOUT_S = 0.5
 _STATUS_TIMEOUT_S = 0.5
 _START_TIMEOUT_S = 20.0
@@ -106,6 +110,7 @@ class EtcdCluster:
         self._clients: dict[str, EtcdClient] = {}
         self._ids: dict[str, int] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._clients_url: str | None = None
         self._running = False
 
     # ------------------------------------------------------------- properties
@@ -233,6 +238,7 @@ class EtcdCluster:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.stop_clients()  # first, so no request meets a stopping member
         # A stopping leader hands its leadership to the peer connected longest and waits up
         # to etcd's request timeout (7 s) if that peer is stopping too. With the peer links
         # gone first, no peer is connected, so every member stops at once.
@@ -265,11 +271,14 @@ class EtcdCluster:
                 "member_id": f"{self._ids[name]:x}" if name in self._ids else None,
                 "data_dir": str(self.data_dir(name)),
             }
-        return {
+        data: dict[str, Any] = {
             "members": members,
             "tls": self.tls.to_dict() if self.tls is not None else None,
             "binary": self._binary.to_dict() if self._binary is not None else None,
         }
+        if self._clients_url is not None:
+            data["clients"] = {"url": self._clients_url, "pid": self._pid(CLIENTS)}
+        return data
 
     def fault_kinds(self) -> Sequence[str]:
         return FAULT_KINDS
@@ -277,6 +286,72 @@ class EtcdCluster:
     def make_fault(self, kind: str, target: str | None, params: Mapping[str, Any]) -> EtcdFault:
         """Build a fault; ValueError names the valid kinds, targets or parameters."""
         return make_fault(self, kind, target, params)
+
+    # ------------------------------------------------------------ the clients
+
+    @property
+    def clients_url(self) -> str | None:
+        """The clients process's API while it runs."""
+        return self._clients_url
+
+    async def start_clients(
+        self,
+        *,
+        rate: float,
+        mix: Mapping[str, float] | None,
+        keys: int,
+        prefix: str,
+        timeout_s: float,
+        check_every_s: float,
+        warm_up_s: float,
+        credentials: tuple[str, str] | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """Start the clients (a process of their own, in the lab's process group tree) and
+        return their API's URL; a password goes through a 0600 file they delete on reading."""
+        (port,) = free_ports(1, HOST)
+        url = f"http://{HOST}:{port}"
+        auth_file = write_auth_file(self.run_dir, *credentials) if credentials else None
+        argv = clients_argv(
+            host=HOST,
+            port=port,
+            endpoints=self.client_urls(),
+            rate=rate,
+            mix=mix,
+            keys=keys,
+            prefix=prefix,
+            timeout_s=timeout_s,
+            check_every_s=check_every_s,
+            warm_up_s=warm_up_s,
+            tls=self.client_tls(),
+            auth_file=auth_file,
+            seed=seed,
+        )
+        async with httpx.AsyncClient(timeout=_PROBE_TIMEOUT_S, trust_env=False) as http:
+
+            async def answers() -> bool:
+                try:
+                    response = await http.get(f"{url}/api/health")
+                except httpx.HTTPError:
+                    return False
+                return response.status_code == 200
+
+            try:
+                await self._supervisor.start(
+                    CLIENTS, argv, ready=answers, timeout=self.start_timeout
+                )
+            finally:
+                if auth_file is not None:  # the clients deleted it; this covers a failed start
+                    auth_file.unlink(missing_ok=True)
+        self._clients_url = url
+        return url
+
+    async def stop_clients(self) -> None:
+        """Stop the clients process if it runs (the lab's teardown does it too)."""
+        self._clients_url = None
+        if CLIENTS in self._supervisor.names():
+            with contextlib.suppress(Exception):
+                await self._supervisor.stop(CLIENTS)
 
     # ------------------------------------------------------------ the members
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -84,6 +84,52 @@ class WindowStats:
     @property
     def p50_ms(self) -> float | None:
         return percentile(self.latencies, 50)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able totals and per member (no raw latencies), for the clients process's API."""
+        return {
+            "window_s": round(self.window_s, 3),
+            "counts": dict(self.counts),
+            "errors": self.errors,
+            "error_kinds": dict(self.error_kinds),
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "per_member": {name: w.to_dict() for name, w in sorted(self.per_member.items())},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSummary:
+    """A window as the clients process reports it: what the observer judges latency and
+    errors by, without the raw latencies."""
+
+    window_s: float
+    counts: dict[str, int]
+    errors: int
+    error_kinds: dict[str, int]
+    p50_ms: float | None
+    p99_ms: float | None
+    per_member: dict[str, dict[str, Any]]
+
+    @property
+    def ok(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def finished(self) -> int:
+        return self.ok + self.errors
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WindowSummary:
+        return cls(
+            window_s=float(data["window_s"]),
+            counts={str(k): int(v) for k, v in data["counts"].items()},
+            errors=int(data["errors"]),
+            error_kinds={str(k): int(v) for k, v in data["error_kinds"].items()},
+            p50_ms=data.get("p50_ms"),
+            p99_ms=data.get("p99_ms"),
+            per_member={str(k): dict(v) for k, v in data["per_member"].items()},
+        )
 
 
 def window_stats(ops: Iterable[OpLike], since: float, until: float) -> WindowStats:

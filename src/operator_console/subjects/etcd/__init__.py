@@ -31,9 +31,10 @@ NAME = "etcd"
 LOCAL_ABOUT = (
     "The console started these members itself, each its own etcd process with its own data "
     "dir and log. Every member's peer traffic runs through a fault proxy, so a partition or a "
-    "slow link is real. The console's own clients put, get and delete round robin over the "
-    "members (failing over on errors) and keep a ledger of every write etcd acknowledged, "
-    "checked against a linearizable read-back every few seconds."
+    "slow link is real. The console's own clients (a process of their own, so the console's "
+    "work never shows as cluster latency) put, get and delete round robin over the members "
+    "(failing over on errors) and keep a ledger of every write etcd acknowledged, checked "
+    "against a linearizable read-back every few seconds."
 )
 
 
@@ -93,11 +94,10 @@ class EtcdKind:
         traffic = None
         if workload is not None:
             traffic = EtcdTraffic(
-                cluster.client_urls,
+                cluster,
                 parse(WorkloadSpec, workload, "workload"),
                 on_sample,
                 p99_alarm_ms=topo.thresholds.latency_p99_ms,
-                tls=cluster.client_tls,
             )
         backend = EtcdBackend(
             cluster.member_names,

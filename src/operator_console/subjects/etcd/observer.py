@@ -26,6 +26,7 @@ from operator_console.lab.etcd.client import (
     Member,
     Status,
 )
+from operator_console.lab.etcd.stats import WindowSummary
 from operator_console.subjects.etcd.backend import EtcdBackend
 from operator_console.subjects.etcd.metrics import MemberMetrics, MetricsHistory, parse_metrics
 from operator_console.subjects.etcd.panel import cluster_view
@@ -35,6 +36,7 @@ READ_TIMEOUT_S = 0.8  # status, metrics, member list: local reads
 HEALTH_TIMEOUT_S = 2.0  # /health waits on a quorum read
 HEALTH_GRACE_S = 0.05  # how long a /health may finish after the local reads did
 STATS_WINDOW_S = 5.0
+CLIENTS_TIMEOUT_S = 2.0  # the clients process answers from memory, on this machine
 FSYNC_WINDOW_S = 10.0
 _ALARM = re.compile(r"alarm:\s*([A-Z]+)")
 
@@ -144,6 +146,7 @@ class EtcdObserver:
         names = self.backend.member_names
         for name in names:
             self._start_health(name)
+        traffic = asyncio.create_task(self._read_traffic())
         reads = await asyncio.gather(*(self._read(name, read_timeout_s) for name in names))
         await self._settle_health(names)
         members = {}
@@ -152,7 +155,7 @@ class EtcdObserver:
         size = max([len(names)] + [len(m.members_listed or ()) for m in members.values()])
         state = EtcdState(members=members, size=size)
         self._leader(state)
-        self._traffic(state, sources)
+        self._traffic(state, sources, await traffic)
         self._history.forget(set(names))
         return Observation(subject=self.name, at=at, sources=sources, state=state)
 
@@ -325,11 +328,31 @@ class EtcdObserver:
             if member.applied_index is not None:
                 member.apply_lag = max(0, leader.raft_index - member.applied_index)
 
-    def _traffic(self, state: EtcdState, sources: dict[str, SourceStatus]) -> None:
+    async def _read_traffic(self) -> WindowSummary | BaseException | None:
+        """The clients' last few seconds (asked of their process alongside the members)."""
+        traffic = self.backend.traffic
+        if traffic is None:
+            return None
+        try:
+            async with asyncio.timeout(CLIENTS_TIMEOUT_S):
+                return await traffic.window(STATS_WINDOW_S)
+        except Exception as exc:
+            return exc
+
+    def _traffic(
+        self,
+        state: EtcdState,
+        sources: dict[str, SourceStatus],
+        stats: WindowSummary | BaseException | None,
+    ) -> None:
         traffic = self.backend.traffic
         if traffic is None:
             return
-        stats = traffic.window(STATS_WINDOW_S)
+        if isinstance(stats, BaseException):
+            kind, _, reason = failure(stats)
+            sources["clients"] = SourceStatus("clients", kind, reason)
+            return
+        sources["clients"] = SourceStatus("clients", SourceState.OK)
         if stats is not None:
             state.traffic = TrafficView(
                 window_s=STATS_WINDOW_S,
@@ -337,7 +360,7 @@ class EtcdObserver:
                 errors=stats.errors,
                 p99_ms=round(stats.p99_ms, 1) if stats.p99_ms is not None else None,
                 error_kinds=dict(stats.error_kinds),
-                per_member={n: w.to_dict() for n, w in sorted(stats.per_member.items())},
+                per_member={n: dict(w) for n, w in sorted(stats.per_member.items())},
                 acknowledged=traffic.acknowledged,
             )
         check = traffic.check

@@ -1,6 +1,6 @@
-"""The etcd subject's workload: the console's own clients with a ledger of every acknowledged
-write (checked against a read-back while they run), or, for a cluster the console did not
-start, only what the members' own /metrics count."""
+"""The etcd subject's workload: the console's own clients (a process of their own, with a ledger
+of every acknowledged write checked against a read-back while they run), or, for a cluster the
+console did not start, only what the members' own /metrics count."""
 
 from __future__ import annotations
 
@@ -10,15 +10,20 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
 
 from operator_console.contract import SampleSink, SeriesSpec
 from operator_console.domain import WorkloadSample, utcnow
-from operator_console.lab.etcd.client import ClientTLS, EtcdError
-from operator_console.lab.etcd.stats import WindowStats
-from operator_console.lab.etcd.workload import EtcdWorkload, LostWrite
+from operator_console.lab.etcd.ledger import Ack, LostWrite
+from operator_console.lab.etcd.stats import WindowSummary
 from operator_console.subjects.etcd.metrics import parse_metrics
 from operator_console.subjects.etcd.spec import WorkloadChange, WorkloadSpec, parse
+
+if TYPE_CHECKING:
+    from operator_console.lab.etcd.cluster import EtcdCluster
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,9 @@ SAMPLE_S = 1.0
 # those must not count against the latency SLO.
 WARM_UP_S = 2.0
 PREFIX = "console/workload/"
+API_TIMEOUT_S = 2.0
+# Stopping waits for requests in flight, then reads every key back from one member after another.
+FINAL_TIMEOUT_S = 30.0
 
 
 def traffic_series(p99_alarm_ms: float) -> tuple[SeriesSpec, ...]:
@@ -36,112 +44,226 @@ def traffic_series(p99_alarm_ms: float) -> tuple[SeriesSpec, ...]:
         SeriesSpec("gets", "gets"),
         SeriesSpec("errors", "errors", alarm=0.0),
         SeriesSpec("leader_changes", "leader changes", alarm=0.0),
+        SeriesSpec("p50_ms", "p50", unit="ms", digits=1),
         SeriesSpec("p99_ms", "p99", unit="ms", alarm=p99_alarm_ms, digits=1),
     )
 
 
+class WorkloadError(RuntimeError):
+    """The clients process could not be reached or refused a request."""
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerCheck:
-    """The last read-back of the acknowledged writes: how many were checked, which were lost."""
+    """A read-back of the acknowledged writes: how many were checked, which were lost."""
 
-    at: float
+    at: float  # time.monotonic() of this process when the check was made
     checked: int
     lost: tuple[LostWrite, ...] = ()
     error: str | None = None
+    acknowledged: int | None = None
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> LedgerCheck:
+        return cls(
+            at=time.monotonic() - float(data.get("age_s") or 0.0),
+            checked=int(data.get("checked") or 0),
+            lost=tuple(LostWrite(**w) for w in data.get("lost") or ()),
+            error=data.get("error"),
+            acknowledged=data.get("acknowledged"),
+        )
 
 
 class EtcdTraffic:
-    """The console's own clients: puts, gets and deletes at a set rate over every member, and a
-    check every few seconds that no acknowledged write has gone missing."""
+    """The console's side of the clients process: it starts it (a lab process like the
+    members), relays its samples every second, and asks it for windows, ledger checks and the
+    final read-back; the clients' own ledger check runs every few seconds in that process."""
 
     def __init__(
         self,
-        endpoints: Callable[[], Mapping[str, str]],
+        cluster: EtcdCluster,
         spec: WorkloadSpec,
         on_sample: SampleSink,
         *,
         p99_alarm_ms: float,
-        tls: Callable[[], ClientTLS | None] = lambda: None,
+        warm_up_s: float = WARM_UP_S,
     ) -> None:
-        self._endpoints = endpoints
+        self._cluster = cluster
         self._spec = spec
         self._on_sample = on_sample
-        self._tls = tls
+        self._warm_up_s = warm_up_s
         self.series: Sequence[SeriesSpec] = traffic_series(p99_alarm_ms)
-        self.driver: EtcdWorkload | None = None
+        self.url: str | None = None
         self.check: LedgerCheck | None = None
         self.final: LedgerCheck | None = None
-        self._checker: asyncio.Task[None] | None = None
-        self._warm_until = 0.0
+        self._acknowledged = 0
+        self._seq = 0
+        self._http: httpx.AsyncClient | None = None
+        self._relay_task: asyncio.Task[None] | None = None
+        self._adjusting: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The clients process, while it runs."""
+        clients = self._cluster.endpoints().get("clients") or {}
+        pid = clients.get("pid")
+        return int(pid) if pid else None
 
     async def start(self) -> None:
         spec = self._spec
-        self.driver = EtcdWorkload(
-            dict(self._endpoints()),
+        self.url = await self._cluster.start_clients(
             rate=spec.rate if spec.rate is not None else 40.0,
             mix=spec.mix,
             keys=spec.keys,
             prefix=PREFIX,
-            tls=self._tls(),
             timeout_s=spec.timeout_s,
-            on_sample=self._sample,
+            check_every_s=spec.check_every_s,
+            warm_up_s=self._warm_up_s,
         )
-        await self.driver.start()
-        self._warm_until = time.monotonic() + WARM_UP_S
-        self._checker = asyncio.create_task(self._check_loop(), name="etcd-ledger-check")
+        self._http = httpx.AsyncClient(timeout=API_TIMEOUT_S, trust_env=False)
+        self._relay_task = asyncio.create_task(self._relay(), name="etcd-workload-relay")
 
     async def stop(self) -> None:
-        if self._checker is not None:
-            self._checker.cancel()
+        """Stop relaying, take the final read-back (once), and stop the clients process."""
+        if self._relay_task is not None:
+            self._relay_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._checker
-            self._checker = None
-        driver = self.driver
-        if driver is None:
-            return
-        await driver.pause()
-        try:
-            lost = await driver.lost_writes()
-            self.final = LedgerCheck(time.monotonic(), len(driver.ledger.keys()), tuple(lost))
-        except EtcdError as exc:
-            self.final = LedgerCheck(time.monotonic(), 0, error=str(exc)[:300])
-        log.info(
-            "etcd workload: %d acknowledged writes, final read-back lost %s",
-            driver.ledger.acknowledged,
-            len(self.final.lost) if self.final.error is None else f"? ({self.final.error})",
-        )
-        await driver.stop()
+                await self._relay_task
+            self._relay_task = None
+        if self.url is not None:
+            with contextlib.suppress(WorkloadError):
+                await self.finish()
+        self.url = None
+        await self._cluster.stop_clients()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
-    def adjust(self, changes: Mapping[str, Any]) -> None:
-        change: WorkloadChange = parse(WorkloadChange, changes, "workload")
-        if self.driver is not None:
-            self.driver.adjust(rate=change.rate, mix=change.mix)
+    async def finish(self) -> LedgerCheck:
+        """Traffic stops, requests in flight end, and every key is read back: the final word."""
+        if self.final is None:
+            data = await self._request("POST", "/api/stop", timeout=FINAL_TIMEOUT_S)
+            self.final = LedgerCheck.from_api(data)
+            lost = self.final
+            log.info(
+                "etcd workload: %s acknowledged writes, final read-back lost %s",
+                lost.acknowledged,
+                len(lost.lost) if lost.error is None else f"? ({lost.error})",
+            )
+        return self.final
 
-    def window(self, seconds: float) -> WindowStats | None:
-        """The requests of the last `seconds`, none from the warm-up after the start."""
-        span = min(seconds, time.monotonic() - self._warm_until)
-        if self.driver is None or span <= 0:
+    async def ground_truth(self) -> dict[str, Any] | None:
+        """What the ledger says once traffic has stopped: acknowledged writes a final
+        linearizable read-back no longer shows (0 unless etcd lost a write)."""
+        if self.url is None and self.final is None:
             return None
-        return self.driver.window(span)
+        try:
+            final = await self.finish()
+        except WorkloadError as exc:
+            return {"lost_writes": None, "error": str(exc)[:300]}
+        truth: dict[str, Any] = {
+            "lost_writes": len(final.lost) if final.error is None else None,
+            "checked_writes": final.checked,
+            "acknowledged_writes": final.acknowledged,
+        }
+        if final.error is not None:
+            truth["error"] = final.error
+        return truth
+
+    # ---------------------------------------------------------------------- the API
+
+    async def _request(
+        self, method: str, path: str, *, timeout: float = API_TIMEOUT_S, **kwargs: Any
+    ) -> dict[str, Any]:
+        if self.url is None or self._http is None:
+            raise WorkloadError("the clients process is not running")
+        try:
+            response = await self._http.request(
+                method, f"{self.url}{path}", timeout=timeout, **kwargs
+            )
+        except httpx.HTTPError as exc:
+            raise WorkloadError(f"the clients process at {self.url}: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise WorkloadError(f"{method} {path}: HTTP {response.status_code} {response.text}")
+        data: dict[str, Any] = response.json()
+        return data
+
+    async def health(self) -> dict[str, Any]:
+        """The clients' own view: rate, mix, requests in flight, writes acknowledged."""
+        return await self._request("GET", "/api/health")
+
+    async def window(self, seconds: float) -> WindowSummary | None:
+        """The requests of the last `seconds`, none from the warm-up after the start; the
+        ledger's last check and the acknowledged count come with it. None while no clients run
+        (before the start, after the stop); a clients process that stopped answering raises."""
+        if self.url is None:
+            return None
+        data = await self._request("GET", "/api/window", params={"seconds": seconds})
+        self._acknowledged = int(data.get("acknowledged") or 0)
+        if data.get("check") is not None:
+            self.check = LedgerCheck.from_api(data["check"])
+        stats = data.get("window")
+        return WindowSummary.from_dict(stats) if stats is not None else None
+
+    async def check_now(self) -> LedgerCheck:
+        """A ledger check now, while traffic runs (settled keys only)."""
+        self.check = LedgerCheck.from_api(await self._request("POST", "/api/check"))
+        return self.check
+
+    async def ledger(self) -> dict[str, Ack]:
+        """Per key the latest write etcd acknowledged to the clients."""
+        data = await self._request("GET", "/api/ledger")
+        self._acknowledged = int(data.get("acknowledged") or 0)
+        return {key: Ack(key, **ack) for key, ack in data.get("acks", {}).items()}
 
     @property
     def acknowledged(self) -> int:
-        return self.driver.ledger.acknowledged if self.driver is not None else 0
+        return self._acknowledged
 
-    async def _check_loop(self) -> None:
-        assert self.driver is not None
+    def adjust(self, changes: Mapping[str, Any]) -> None:
+        """Validated here (SpecError on bad input), sent in order to the clients process."""
+        change: WorkloadChange = parse(WorkloadChange, changes, "workload")
+        body = {k: v for k, v in (("rate", change.rate), ("mix", change.mix)) if v is not None}
+        if body and self.url is not None:
+            previous = self._adjusting
+            self._adjusting = asyncio.get_running_loop().create_task(self._send(previous, body))
+
+    async def _send(self, previous: asyncio.Task[None] | None, body: dict[str, Any]) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        try:
+            await self._request("PUT", "/api/traffic", json=body)
+        except WorkloadError as exc:
+            log.warning("changing the clients' traffic failed: %s", exc)
+
+    async def adjusted(self) -> None:
+        """Wait until every change asked for so far reached the clients."""
+        if self._adjusting is not None:
+            await self._adjusting
+
+    # ------------------------------------------------------------------- relaying
+
+    async def _relay(self) -> None:
+        next_at = time.monotonic()
         while True:
-            await asyncio.sleep(self._spec.check_every_s)
+            next_at += SAMPLE_S
             try:
-                lost, checked = await self.driver.lost_writes_now()
-                self.check = LedgerCheck(time.monotonic(), checked, tuple(lost))
-            except EtcdError as exc:
-                self.check = LedgerCheck(time.monotonic(), 0, error=str(exc)[:300])
-            if self.check.lost:
-                log.error("acknowledged writes missing: %s", [w.to_dict() for w in self.check.lost])
+                data = await self._request("GET", "/api/samples", params={"after": self._seq})
+                for raw in data.get("samples", []):
+                    self._seq = max(self._seq, int(raw["seq"]))
+                    self._sample(raw)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("relaying the clients' samples failed", exc_info=True)
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     def _sample(self, raw: dict[str, Any]) -> None:
-        check = self.check
+        check = LedgerCheck.from_api(raw["check"]) if raw.get("check") else None
+        if check is not None and (self.check is None or check.at > self.check.at):
+            self.check = check
+        self._acknowledged = max(self._acknowledged, int(raw["acknowledged_writes"]))
         values: dict[str, float | None] = {
             "puts": round(raw["puts_per_s"], 2),
             "gets": round(raw["gets_per_s"], 2),
@@ -156,7 +278,11 @@ class EtcdTraffic:
             "lost_writes": float(len(check.lost)) if check and check.error is None else None,
         }
         self._on_sample(
-            WorkloadSample(at=utcnow(), values=values, per_target=dict(raw["per_member"]))
+            WorkloadSample(
+                at=datetime.fromisoformat(raw["at"]),
+                values=values,
+                per_target=dict(raw["per_member"]),
+            )
         )
 
 
@@ -197,6 +323,9 @@ class MetricsSampler:
 
     def adjust(self, changes: Mapping[str, Any]) -> None:
         raise ValueError("the console does not drive this cluster's traffic (attached)")
+
+    async def ground_truth(self) -> dict[str, Any] | None:
+        return None  # it only counts what the cluster reports: no record of its own
 
     async def _loop(self) -> None:
         next_at = time.monotonic()

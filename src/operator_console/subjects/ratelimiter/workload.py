@@ -146,6 +146,11 @@ class RateLimiterWorkload:
             )
             task.add_done_callback(_log_failure)
 
+    async def ground_truth(self) -> dict[str, Any] | None:
+        """None: over_limit's ground truth (allowed per key in its window) is judged live by
+        the observer against the limits of the moment; no end-of-run figure adds to it."""
+        return None
+
     # What the observer, the tools and the actions read (WorkloadSource).
     @property
     def drained(self) -> frozenset[str]:
@@ -216,6 +221,9 @@ class CounterSampler:
 
     def adjust(self, changes: Mapping[str, Any]) -> None:
         raise ValueError("the console does not drive this cluster's traffic (attached)")
+
+    async def ground_truth(self) -> dict[str, Any] | None:
+        return None  # it only counts what the cluster reports: no record of its own
 
     async def _loop(self) -> None:
         next_at = time.monotonic()

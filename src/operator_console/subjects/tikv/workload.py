@@ -76,6 +76,9 @@ class TikvSampler:
     def adjust(self, changes: Mapping[str, Any]) -> None:
         raise ValueError("the console does not drive this cluster's traffic (attached)")
 
+    async def ground_truth(self) -> dict[str, Any] | None:
+        return None  # it only counts what the cluster reports: no record of its own
+
     async def _loop(self) -> None:
         next_at = time.monotonic()
         while True:
