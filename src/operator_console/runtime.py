@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ from operator_console.settings import Settings
 log = logging.getLogger(__name__)
 
 STOP_STEP_S = 10.0
+HEALTHY_TIMEOUT_S = 180.0
+HEALTHY_STEP_S = 1.0
 
 
 def new_run_id() -> str:
@@ -76,6 +79,9 @@ class RunPlan:
     chapters: int = 0
     placement: Placement = "local"
     endpoints: Mapping[str, Any] = field(default_factory=dict)
+    # A compose stack's folder: brought up and down around a `compose` run; the containers
+    # of a watched (attach) one.
+    compose: str | None = None
 
 
 @dataclass(slots=True)
@@ -200,9 +206,59 @@ class Runtime:
 
     def _deploy(self) -> Deployment:
         plan = self.plan
+        if plan.compose is not None:
+            return self._deploy_stack(plan.compose)
         if plan.placement == "attach":
             return self.kind.attach(plan.endpoints, self.run_dir, self._on_sample)
         return self.kind.deploy(plan.topology, plan.workload or {}, self.run_dir, self._on_sample)
+
+    def _deploy_stack(self, directory: str) -> Deployment:
+        """The subject attached to a compose stack's endpoints, acting on its containers."""
+        from operator_console.lab.compose import ComposeStack, StackLab
+        from operator_console.lab.containers import DockerEngine
+
+        plan = self.plan
+        stack = ComposeStack(Path(directory), DockerEngine())
+        owns = plan.placement == "compose"
+        deployment = self.kind.attach(
+            dict(plan.endpoints) or stack.endpoints(),
+            self.run_dir,
+            self._on_sample,
+            processes=stack.backend(),
+            workload=(plan.workload or None) if owns else None,
+        )
+        deployment.lab = StackLab(stack, deployment.lab, owns=owns)
+        deployment.placement = plan.placement
+        return deployment
+
+    async def wait_healthy(self, timeout_s: float = HEALTHY_TIMEOUT_S) -> float:
+        """Observe until every source answers and no invariant is violated (a stack that was
+        just brought up); seconds it took, or RuntimeError saying what is still wrong."""
+        assert self.deployment is not None, "start() first"
+        subject = self.deployment.subject
+        started = time.monotonic()
+        wrong = "no observation yet"
+        while True:
+            try:
+                async with asyncio.timeout(max(10.0, 2 * self.settings.interval)):
+                    observation = await subject.observe()
+            except Exception as exc:
+                wrong = f"observing failed: {exc}"
+            else:
+                failed = [f"{s.name}: {s.reason}" for s in observation.failed_sources]
+                violated = [
+                    f"{v.invariant} on {v.target}"
+                    for invariant in subject.invariants
+                    for v in invariant.check(observation)
+                ]
+                if not failed and not violated:
+                    return time.monotonic() - started
+                wrong = "; ".join([*violated, *failed][:4])
+            if time.monotonic() - started > timeout_s:
+                raise RuntimeError(
+                    f"the stack did not become healthy within {timeout_s:g} s: {wrong}"
+                )
+            await asyncio.sleep(HEALTHY_STEP_S)
 
     async def start(self) -> None:
         """Start the lab and the workload; the loops are started separately."""
@@ -230,6 +286,9 @@ class Runtime:
         self._started = True
         self.deployment = self._deploy()
         await self.deployment.lab.start()
+        if self.plan.placement == "compose":
+            took = await self.wait_healthy()
+            log.info("the stack was healthy %.1f s after it came up", took)
         if self.deployment.workload is not None:
             await self.deployment.workload.start()
         self.bus.publish(

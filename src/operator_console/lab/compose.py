@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from operator_console.contract import Fault, Lab
 from operator_console.lab.compose_file import (
     ENDPOINTS_FILE,
     ComposeError,
     ComposeFile,
     Service,
     duration_s,
+    interpolate,
     load_compose,
 )
 from operator_console.lab.containers import (
@@ -70,7 +74,9 @@ class ComposeStack:
         return self.file.path.parent / ENDPOINTS_FILE
 
     def endpoints(self) -> dict[str, Any]:
-        """The stack's endpoints file (what `watch` takes), next to its compose file."""
+        """The stack's endpoints file (what `watch` takes), next to its compose file, with
+        the same ${VAR:-default} substitution as the compose file (ports moved by variables
+        move in both)."""
         path = self.endpoints_path()
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -83,7 +89,8 @@ class ComposeStack:
             raise ComposeError(f"{path}: cannot read it as JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ComposeError(f"{path}: a JSON object is needed")
-        return data
+        substituted: dict[str, Any] = interpolate(data, os.environ)
+        return substituted
 
     def backend(self) -> ContainerBackend:
         return ContainerBackend(self.engine, self.project, services=self.services)
@@ -314,4 +321,45 @@ def _healthcheck(service: Service) -> dict[str, Any]:
     return out
 
 
-__all__ = ["ComposeStack", "StackError"]
+class StackLab:
+    """A subject's lab on a compose stack: with `owns`, `start` brings the stack up and `stop`
+    brings it down (a scenario's run); without, the stack is someone else's (`watch`) and no
+    fault is injected into it."""
+
+    def __init__(self, stack: ComposeStack, inner: Lab, *, owns: bool) -> None:
+        self.stack = stack
+        self.inner = inner
+        self.owns = owns
+        self._up = False
+
+    async def start(self) -> None:
+        if self.owns:
+            await self.stack.up()
+            self._up = True
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        try:
+            await self.inner.stop()
+        finally:
+            if self._up:
+                self._up = False
+                await self.stack.down()
+
+    def endpoints(self) -> dict[str, Any]:
+        return self.inner.endpoints()
+
+    def about(self) -> str:
+        whose = "brought up for this run" if self.owns else "already running"
+        return f"{self.inner.about()}; {self.stack.about()}, {whose}"
+
+    def fault_kinds(self) -> Sequence[str]:
+        return self.inner.fault_kinds() if self.owns else ()
+
+    def make_fault(self, kind: str, target: str | None, params: Mapping[str, Any]) -> Fault:
+        if not self.owns:
+            raise ValueError("fault injection is off for a stack the console did not bring up")
+        return self.inner.make_fault(kind, target, params)
+
+
+__all__ = ["ComposeStack", "StackError", "StackLab"]

@@ -135,7 +135,8 @@ def project_name(text: str) -> str:
     return name.lstrip("-_") or "default"
 
 
-def _interpolate(value: Any, env: Mapping[str, str]) -> Any:
+def interpolate(value: Any, env: Mapping[str, str]) -> Any:
+    """Compose's ${NAME}, ${NAME:-default} and $$ in every string of a parsed document."""
     if isinstance(value, str):
 
         def sub(match: re.Match[str]) -> str:
@@ -147,9 +148,9 @@ def _interpolate(value: Any, env: Mapping[str, str]) -> Any:
 
         return _VAR.sub(sub, value)
     if isinstance(value, list):
-        return [_interpolate(v, env) for v in value]
+        return [interpolate(v, env) for v in value]
     if isinstance(value, dict):
-        return {k: _interpolate(v, env) for k, v in value.items()}
+        return {k: interpolate(v, env) for k, v in value.items()}
     return value
 
 
@@ -344,7 +345,7 @@ def load_compose(
         raise ComposeError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     environment = dict(os.environ if env is None else env)
     reader = _Reader(path, environment)
-    top = _interpolate(reader.mapping(raw, "the file"), environment)
+    top = interpolate(reader.mapping(raw, "the file"), environment)
     unknown = sorted(k for k in set(top) - TOP_KEYS if not str(k).startswith("x-"))
     if unknown:
         raise reader.fail(unknown[0], "not a top-level key the console's own `up` supports")
@@ -377,6 +378,7 @@ __all__ = [
     "Service",
     "duration_s",
     "find_compose_file",
+    "interpolate",
     "load_compose",
     "project_name",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from operator_console.contract.processes import ProcessControlError
+from operator_console.contract.processes import DEAD, ProcessBackend, ProcessControlError
 from operator_console.lab.supervisor import Supervisor, SupervisorError, UnknownProcessError
 
 Restart = Callable[[str], Awaitable[None]]
@@ -97,3 +97,37 @@ class SupervisedProcesses:
         path = self._supervisor.log_path(proc)
         text = await asyncio.to_thread(self._supervisor.log_tail, proc, lines)
         return str(path), text
+
+
+class ProcessFault:
+    """A process killed (SIGKILL) or paused through any `ProcessBackend`; clearing starts or
+    resumes it. The subject names the kind (`node_kill`, `store_pause`...) and the target."""
+
+    def __init__(self, processes: ProcessBackend, kind: str, target: str, how: str) -> None:
+        if how not in ("kill", "pause"):
+            raise ValueError(f"a process fault kills or pauses, not {how!r}")
+        self.kind = kind
+        self.target = target
+        self._processes = processes
+        self._how = how
+
+    def describe(self) -> str:
+        word = self._processes.kind
+        if self._how == "pause":
+            return f"pause {self.target}'s {word}: its ports stay open but it answers no one"
+        return f"SIGKILL {self.target}'s {word}; it stays down (data intact) until cleared"
+
+    async def inject(self) -> None:
+        if self._how == "pause":
+            await self._processes.pause(self.target)
+        else:
+            await self._processes.kill(self.target)
+
+    async def clear(self) -> None:
+        await self._processes.refresh()
+        state = self._processes.status(self.target)
+        if self._how == "pause":
+            if state == "paused":
+                await self._processes.resume(self.target)
+        elif state in (*DEAD, None):
+            await self._processes.start(self.target)

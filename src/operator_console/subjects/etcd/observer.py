@@ -144,7 +144,11 @@ class EtcdObserver:
         names = self.backend.member_names
         for name in names:
             self._start_health(name)
-        reads = await asyncio.gather(*(self._read(name, read_timeout_s) for name in names))
+        # The process states (one call to the engine for containers) are read alongside.
+        reads, _ = await asyncio.gather(
+            asyncio.gather(*(self._read(name, read_timeout_s) for name in names)),
+            self.backend.refresh_processes(),
+        )
         await self._settle_health(names)
         members = {}
         for name, (status, metrics, listed) in zip(names, reads, strict=True):

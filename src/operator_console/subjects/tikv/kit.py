@@ -21,8 +21,9 @@ removed), Tombstone (removed).
 
 store_disconnected / store_down (target: a store)
 - Process died: PD has no heartbeat AND Prometheus cannot scrape the store's status port
-  (targets_up = 0). The fix is restarting its TiKV process (restart_store), which this
-  console cannot do: say so, a person must.
+  (targets_up = 0). The fix is restarting its TiKV process (restart_store): available when
+  the console has the cluster's containers (a compose stack); otherwise say so, a person must.
+  A paused container answers nothing but its process is there: resume_store.
 - Network partition: PD has no heartbeat but Prometheus still scrapes it (up = 1). No
   action reaches the network: escalate.
 - Disk full: the store's last report shows under 5 % available. Free disk, then restart.
