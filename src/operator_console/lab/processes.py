@@ -29,7 +29,7 @@ class SupervisedProcesses:
         self._supervisor = supervisor
         self._names = names
         self._restart = restart
-        self._aliases = dict(aliases or {})  # subject name -> supervisor name (store -> valkey)
+        self._aliases = dict(aliases or {})  # the subject's name -> the supervisor's
 
     def _proc(self, name: str) -> str:
         if name not in self.names():

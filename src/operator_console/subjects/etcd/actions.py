@@ -144,7 +144,7 @@ class EtcdActions:
             took = time.monotonic() - started
         where = self.backend.where(p.member) or kind
         return (
-            f"restarted {p.member} (its {kind} was {before}) on its data dir and ports; "
+            f"restarted {p.member} (was {before}) on its data dir and ports; "
             f"{where} answered after {took:.2f} s, following the leader in term "
             f"{status.raft_term}"
         )
