@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 from sqlalchemy.engine import Engine
@@ -56,11 +56,15 @@ from operator_console.domain.events import (
 from operator_console.monitor import Monitor
 from operator_console.settings import Settings
 
+if TYPE_CHECKING:
+    from operator_console.lab.sandbox import ShellSandbox
+
 log = logging.getLogger(__name__)
 
 STOP_STEP_S = 10.0
 HEALTHY_TIMEOUT_S = 180.0
 HEALTHY_STEP_S = 1.0
+SANDBOX_PING_S = 3.0
 
 
 def new_run_id() -> str:
@@ -332,6 +336,7 @@ class Runtime:
                     self.run_dir,
                     timeout_s=self.settings.shell_timeout_s,
                     output_cap=self.settings.shell_output_cap,
+                    sandbox=await self._shell_sandbox(),
                 )
             )
         choice = choose_brain(self.settings, kit, self.brain_choice)
@@ -375,6 +380,25 @@ class Runtime:
         self.bus.publish(
             AgentReady(brain=choice.brain.name, why=choice.why, mode=mode.value, kill_switch=kill)
         )
+
+    async def _shell_sandbox(self) -> ShellSandbox | None:
+        """A container per shell command when a Docker engine answers (None: run as before);
+        on a stack's own network, else on none."""
+        if self.settings.shell_sandbox == "off":
+            return None
+        from operator_console.lab.compose import StackLab
+        from operator_console.lab.containers import ContainerError, DockerEngine
+        from operator_console.lab.sandbox import ShellSandbox
+
+        engine = DockerEngine()
+        try:
+            await engine.call("ping", lambda client: client.ping(), SANDBOX_PING_S)
+        except ContainerError as exc:
+            log.info("run_shell runs on this host: %s", exc)
+            return None
+        lab = self.deployment.lab if self.deployment is not None else None
+        network = lab.stack.network() if isinstance(lab, StackLab) else None
+        return ShellSandbox(engine, network=network, workdir=self.run_dir)
 
     def _condition(self, name: str, target: str) -> Condition | None:
         """Whether a mitigated cause still holds on a target, by the last observation."""

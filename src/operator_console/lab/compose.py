@@ -92,6 +92,13 @@ class ComposeStack:
         substituted: dict[str, Any] = interpolate(data, os.environ)
         return substituted
 
+    def network(self) -> str | None:
+        """The stack's own network (the first one its file declares), None on the host's."""
+        for name, conf in self.file.networks.items():
+            if not conf.get("external"):
+                return self._network_name(name)
+        return None
+
     def backend(self) -> ContainerBackend:
         return ContainerBackend(self.engine, self.project, services=self.services)
 
