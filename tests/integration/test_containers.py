@@ -484,3 +484,42 @@ async def test_tikv_faults_and_process_actions_act_on_the_stores_and_pd_members_
             assert engine_state(engine, project, "pd-1")["Running"] is True
         finally:
             await pd.aclose()
+
+
+@pytest.mark.parametrize(
+    ("fault", "hypothesis", "action"),
+    [
+        ("store_pause", "store_process_paused", "resume_store"),
+        ("store_kill", "store_process_died", "restart_store"),
+    ],
+)
+async def test_the_rules_brain_tells_a_paused_store_container_from_a_dead_one(
+    engine: Engine,
+    tikv_stand_ins: ComposeStack,
+    tmp_path: Path,
+    fault: str,
+    hypothesis: str,
+    action: str,
+) -> None:
+    """PD says store-5 (tikv-2) is Disconnected either way; its container's state, read
+    through the backend, decides between unpausing and restarting it."""
+    from operator_console.subjects.tikv import TikvKind
+    from tests.subjects.tikv.pd_server import PDDouble
+    from tests.subjects.tikv.test_tikv_runbook import investigate
+
+    backend = tikv_stand_ins.backend()
+    with PDDouble("pd-0", situation="store-disconnected") as pd_double:
+        deployment = TikvKind().attach(
+            {"pd": pd_double.url}, tmp_path, lambda _sample: None, processes=backend
+        )
+        try:
+            injected = deployment.lab.make_fault(fault, "tikv-2", {})
+            await injected.inject()
+            assert injected.target == "store-5"
+            result, _ = await investigate(deployment, "store_disconnected", "store-5")
+        finally:
+            await deployment.subject.close()
+    assert result.diagnosis is not None
+    assert result.diagnosis.label == hypothesis, result.diagnosis
+    (recommended,) = result.diagnosis.recommended
+    assert (recommended.action, recommended.params) == (action, {"store": "store-5"})

@@ -107,7 +107,9 @@ def attach(
             "(no process control)", f"and restarts or resumes its {processes.kind}s"
         )
         text += f" Its processes: {processes.about()}."
-    kit = TikvAgentKit(pd, observer, build_catalog(pd, processes), metrics, about=text)
+    kit = TikvAgentKit(
+        pd, observer, build_catalog(pd, processes), metrics, about=text, processes=processes
+    )
     return Deployment(
         lab=TikvLab(spec, text, pd, processes),
         subject=observer,

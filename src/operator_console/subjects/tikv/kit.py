@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from operator_console.contract import ActionCatalog, Hypothesis, Toolbox
+from operator_console.contract import ActionCatalog, Hypothesis, ProcessBackend, Toolbox
 from operator_console.subjects.tikv.metrics import MetricsReader
 from operator_console.subjects.tikv.observer import TikvObserver
 from operator_console.subjects.tikv.pd import PDClient
@@ -84,7 +84,9 @@ class TikvAgentKit:
         metrics: MetricsReader | None,
         *,
         about: str,
+        processes: ProcessBackend | None = None,
     ) -> None:
+        self._processes = processes
         self._pd = pd
         self._observer = observer
         self._catalog = catalog
@@ -126,7 +128,9 @@ class TikvAgentKit:
         return "\n".join(lines)
 
     def toolbox(self) -> Toolbox:
-        return build_toolbox(self._pd, self._observer, self._catalog, self._metrics)
+        return build_toolbox(
+            self._pd, self._observer, self._catalog, self._metrics, self._processes
+        )
 
     def hypotheses(self, invariant: str) -> Sequence[Hypothesis]:
         return hypotheses_for(invariant, self._catalog, prometheus=self._metrics is not None)
