@@ -223,7 +223,8 @@ def watch(
     duration: float | None,
 ) -> None:
     """Watch a running cluster of SUBJECT that this console did not start: detect, diagnose,
-    propose and verify; no fault injection, and only actions the system's own interfaces allow."""
+    propose and verify; no fault injection, and only actions the system's own interfaces allow
+    (with --compose, also its containers': restart, unpause, logs)."""
     from operator_console.scenarios.watch import (
         EndpointsError,
         WatchRunner,
