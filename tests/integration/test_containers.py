@@ -482,6 +482,19 @@ async def test_tikv_faults_and_process_actions_act_on_the_stores_and_pd_members_
             assert restart_pd is not None
             await restart_pd.run(restart_pd.validate({"member": "pd-1"}))
             assert engine_state(engine, project, "pd-1")["Running"] is True
+
+            # Leader imbalance is PD's evict-leader scheduler on the service's store, and
+            # clearing it removes that store's entry.
+            schedulers = "/pd/api/v1/schedulers"
+            pd_double.after("POST", schedulers, "leaders-evicted")
+            imbalance = make_stack_fault(pd, backend, "leader_imbalance", "tikv-2", {})
+            await imbalance.inject()
+            assert imbalance.target == f"store-{stores['tikv-2']}"
+            (added,) = pd_double.requests_to("POST", schedulers)
+            assert added.json == {"name": "evict-leader-scheduler", "store_id": stores["tikv-2"]}
+            await imbalance.clear()
+            entry = f"{schedulers}/evict-leader-scheduler-{stores['tikv-2']}"
+            assert len(pd_double.requests_to("DELETE", entry)) == 1
         finally:
             await pd.aclose()
 
