@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from sqlalchemy.engine import Engine
 from operator_console.actions.chain import chain_action
 from operator_console.actions.decisions import Decisions
 from operator_console.actions.executor import Executor, Verifier
-from operator_console.actions.shell import shell_action
+from operator_console.actions.shell import shell_action, shell_sandbox
 from operator_console.actions.store import ActionRepository, Controls, Mode
 from operator_console.agent.proposals import Limits
 from operator_console.agent.runner import AgentLoop
@@ -54,6 +53,7 @@ from operator_console.domain.events import (
     WorkloadSampled,
 )
 from operator_console.monitor import Monitor
+from operator_console.monitor.health import wait_healthy
 from operator_console.settings import Settings
 
 if TYPE_CHECKING:
@@ -63,8 +63,6 @@ log = logging.getLogger(__name__)
 
 STOP_STEP_S = 10.0
 HEALTHY_TIMEOUT_S = 180.0
-HEALTHY_STEP_S = 1.0
-SANDBOX_PING_S = 3.0
 
 
 def new_run_id() -> str:
@@ -239,30 +237,11 @@ class Runtime:
         """Observe until every source answers and no invariant is violated (a stack that was
         just brought up); seconds it took, or RuntimeError saying what is still wrong."""
         assert self.deployment is not None, "start() first"
-        subject = self.deployment.subject
-        started = time.monotonic()
-        wrong = "no observation yet"
-        while True:
-            try:
-                async with asyncio.timeout(max(10.0, 2 * self.settings.interval)):
-                    observation = await subject.observe()
-            except Exception as exc:
-                wrong = f"observing failed: {exc}"
-            else:
-                failed = [f"{s.name}: {s.reason}" for s in observation.failed_sources]
-                violated = [
-                    f"{v.invariant} on {v.target}"
-                    for invariant in subject.invariants
-                    for v in invariant.check(observation)
-                ]
-                if not failed and not violated:
-                    return time.monotonic() - started
-                wrong = "; ".join([*violated, *failed][:4])
-            if time.monotonic() - started > timeout_s:
-                raise RuntimeError(
-                    f"the stack did not become healthy within {timeout_s:g} s: {wrong}"
-                )
-            await asyncio.sleep(HEALTHY_STEP_S)
+        return await wait_healthy(
+            self.deployment.subject,
+            timeout_s=timeout_s,
+            read_timeout_s=max(10.0, 2 * self.settings.interval),
+        )
 
     async def start(self) -> None:
         """Start the lab and the workload; the loops are started separately."""
@@ -382,23 +361,14 @@ class Runtime:
         )
 
     async def _shell_sandbox(self) -> ShellSandbox | None:
-        """A container per shell command when a Docker engine answers (None: run as before);
-        on a stack's own network, else on none."""
+        """A container per shell command when a Docker engine answers (None: run as before)."""
         if self.settings.shell_sandbox == "off":
             return None
         from operator_console.lab.compose import StackLab
-        from operator_console.lab.containers import ContainerError, DockerEngine
-        from operator_console.lab.sandbox import ShellSandbox
 
-        engine = DockerEngine()
-        try:
-            await engine.call("ping", lambda client: client.ping(), SANDBOX_PING_S)
-        except ContainerError as exc:
-            log.info("run_shell runs on this host: %s", exc)
-            return None
         lab = self.deployment.lab if self.deployment is not None else None
         network = lab.stack.network() if isinstance(lab, StackLab) else None
-        return ShellSandbox(engine, network=network, workdir=self.run_dir)
+        return await shell_sandbox(self.run_dir, network)
 
     def _condition(self, name: str, target: str) -> Condition | None:
         """Whether a mitigated cause still holds on a target, by the last observation."""

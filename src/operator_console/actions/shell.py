@@ -12,6 +12,7 @@ exit status is part of its result rather than a failure.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -26,7 +27,10 @@ from operator_console.contract import ActionSpec
 if TYPE_CHECKING:
     from operator_console.lab.sandbox import ShellSandbox
 
+log = logging.getLogger(__name__)
+
 SHELL_ACTION = "run_shell"
+SANDBOX_PING_S = 3.0
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -136,3 +140,18 @@ def shell_action(
         verify=False,
         effect="diagnose",
     )
+
+
+async def shell_sandbox(run_dir: Path, network: str | None) -> ShellSandbox | None:
+    """A sandbox on the engine at DOCKER_HOST (or the default socket) when one answers, on
+    `network` alone (None: no network); None without an engine: commands run as before."""
+    from operator_console.lab.containers import ContainerError, DockerEngine
+    from operator_console.lab.sandbox import ShellSandbox
+
+    engine = DockerEngine()
+    try:
+        await engine.call("ping", lambda client: client.ping(), SANDBOX_PING_S)
+    except ContainerError as exc:
+        log.info("run_shell runs on this host: %s", exc)
+        return None
+    return ShellSandbox(engine, network=network, workdir=run_dir)

@@ -125,7 +125,8 @@ class ComposeStack:
             raise StackError(
                 f"compose project {self.project} already has containers ({', '.join(existing)}):"
                 f" watch it with `watch SUBJECT --compose {self.directory}`, or remove it first "
-                f"(docker compose -p {self.project} down)"
+                f"(docker compose -p {self.project} down, or docker rm -f the containers "
+                f"labelled {PROJECT_LABEL}={self.project})"
             )
         try:
             await self.engine.call(f"up {self.project}", self._up, timeout_s)
