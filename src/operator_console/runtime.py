@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 from sqlalchemy.engine import Engine
@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from operator_console.actions.chain import chain_action
 from operator_console.actions.decisions import Decisions
 from operator_console.actions.executor import Executor, Verifier
-from operator_console.actions.shell import shell_action
+from operator_console.actions.shell import shell_action, shell_sandbox
 from operator_console.actions.store import ActionRepository, Controls, Mode
 from operator_console.agent.proposals import Limits
 from operator_console.agent.runner import AgentLoop
@@ -58,13 +58,18 @@ from operator_console.domain.events import (
     WorkloadSampled,
 )
 from operator_console.monitor import Monitor
+from operator_console.monitor.health import wait_healthy
 from operator_console.settings import Settings
+
+if TYPE_CHECKING:
+    from operator_console.lab.sandbox import ShellSandbox
 
 log = logging.getLogger(__name__)
 
 STOP_STEP_S = 10.0
 # The workload may stop its traffic and read every write back before it can say what it saw.
 GROUND_TRUTH_S = 40.0
+HEALTHY_TIMEOUT_S = 180.0
 
 
 def new_run_id() -> str:
@@ -83,6 +88,9 @@ class RunPlan:
     chapters: int = 0
     placement: Placement = "local"
     endpoints: Mapping[str, Any] = field(default_factory=dict)
+    # A compose stack's folder: brought up and down around a `compose` run; the containers
+    # of a watched (attach) one.
+    compose: str | None = None
 
 
 @dataclass(slots=True)
@@ -210,9 +218,40 @@ class Runtime:
 
     def _deploy(self) -> Deployment:
         plan = self.plan
+        if plan.compose is not None:
+            return self._deploy_stack(plan.compose)
         if plan.placement == "attach":
             return self.kind.attach(plan.endpoints, self.run_dir, self._on_sample)
         return self.kind.deploy(plan.topology, plan.workload or {}, self.run_dir, self._on_sample)
+
+    def _deploy_stack(self, directory: str) -> Deployment:
+        """The subject attached to a compose stack's endpoints, acting on its containers."""
+        from operator_console.lab.compose import ComposeStack, StackLab
+        from operator_console.lab.containers import DockerEngine
+
+        plan = self.plan
+        stack = ComposeStack(Path(directory), DockerEngine())
+        owns = plan.placement == "compose"
+        deployment = self.kind.attach(
+            dict(plan.endpoints) or stack.endpoints(),
+            self.run_dir,
+            self._on_sample,
+            processes=stack.backend(),
+            workload=(plan.workload or None) if owns else None,
+        )
+        deployment.lab = StackLab(stack, deployment.lab, owns=owns)
+        deployment.placement = plan.placement
+        return deployment
+
+    async def wait_healthy(self, timeout_s: float = HEALTHY_TIMEOUT_S) -> float:
+        """Observe until every source answers and no invariant is violated (a stack that was
+        just brought up); seconds it took, or RuntimeError saying what is still wrong."""
+        assert self.deployment is not None, "start() first"
+        return await wait_healthy(
+            self.deployment.subject,
+            timeout_s=timeout_s,
+            read_timeout_s=max(10.0, 2 * self.settings.interval),
+        )
 
     async def start(self) -> None:
         """Start the lab and the workload; the loops are started separately."""
@@ -243,6 +282,9 @@ class Runtime:
             inv.name: tuple(inv.consequence_of) for inv in self.deployment.subject.invariants
         }
         await self.deployment.lab.start()
+        if self.plan.placement == "compose":
+            took = await self.wait_healthy()
+            log.info("the stack was healthy %.1f s after it came up", took)
         if self.deployment.workload is not None:
             await self.deployment.workload.start()
         self.bus.publish(
@@ -289,6 +331,7 @@ class Runtime:
                     self.run_dir,
                     timeout_s=self.settings.shell_timeout_s,
                     output_cap=self.settings.shell_output_cap,
+                    sandbox=await self._shell_sandbox(),
                 )
             )
         choice = choose_brain(self.settings, kit, self.brain_choice)
@@ -330,6 +373,16 @@ class Runtime:
         self.bus.publish(
             AgentReady(brain=choice.brain.name, why=choice.why, mode=mode.value, kill_switch=kill)
         )
+
+    async def _shell_sandbox(self) -> ShellSandbox | None:
+        """A container per shell command when a Docker engine answers (None: run as before)."""
+        if self.settings.shell_sandbox == "off":
+            return None
+        from operator_console.lab.compose import StackLab
+
+        lab = self.deployment.lab if self.deployment is not None else None
+        network = lab.stack.network() if isinstance(lab, StackLab) else None
+        return await shell_sandbox(self.run_dir, network)
 
     def _condition(self, name: str, target: str) -> Condition | None:
         """Whether a mitigated cause still holds on a target, by the last observation."""

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     shell_enabled: bool = False
     shell_timeout_s: float = Field(default=20.0, gt=0, le=600)
     shell_output_cap: int = Field(default=8000, ge=256, le=1_000_000)
+    # auto: with a Docker engine at hand each command runs in a throwaway container (no
+    # socket, read-only root, no capabilities, the stack's network only); off: on this host.
+    shell_sandbox: Literal["auto", "off"] = "auto"
 
     @property
     def windows(self) -> Windows:

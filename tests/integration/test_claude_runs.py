@@ -167,6 +167,7 @@ async def test_the_shell_tool_is_an_action_that_runs_only_after_a_person_approve
             anthropic_base_url=server.url,
             shell_enabled=True,
             shell_timeout_s=5,
+            shell_sandbox="off",  # on this host, in the run's folder (the sandbox: test_containers)
         )
         engine: Engine = create_db_engine(f"sqlite:///{tmp_path / 'console.db'}")
         init_db(engine)

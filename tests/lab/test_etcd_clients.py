@@ -20,7 +20,8 @@ import pytest_asyncio
 
 from operator_console.lab.etcd.binary import EtcdBinaryError, find_etcd
 from operator_console.lab.etcd.client import EtcdClient
-from operator_console.lab.etcd.cluster import CLIENTS, EtcdCluster
+from operator_console.lab.etcd.clients_host import CLIENTS
+from operator_console.lab.etcd.cluster import EtcdCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

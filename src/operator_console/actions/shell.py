@@ -2,25 +2,35 @@
 
 Every call is an action like any other: high risk, so the policy never runs it without a
 person's approval, in any mode. It runs with a timeout, in the run's folder, with a clean
-environment (no API keys or tokens: only PATH, HOME and LANG) and its output capped. It is
-a diagnostic: it restores no invariant, so it is neither retried nor verified, and its exit
-status is part of its result rather than a failure.
+environment (no API keys or tokens: only PATH, HOME and LANG) and its output capped. With a
+Docker engine at hand it runs in a throwaway container instead (`lab/sandbox.py`): no Docker
+socket, a read-only root, no capabilities, the stack's network only, the same timeout and cap.
+It is a diagnostic: it restores no invariant, so it is neither retried nor verified, and its
+exit status is part of its result rather than a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from operator_console.audit.redact import redact_text
 from operator_console.contract import ActionSpec
 
+if TYPE_CHECKING:
+    from operator_console.lab.sandbox import ShellSandbox
+
+log = logging.getLogger(__name__)
+
 SHELL_ACTION = "run_shell"
+SANDBOX_PING_S = 3.0
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -68,10 +78,26 @@ async def run_command(command: str, *, cwd: Path, timeout_s: float, output_cap: 
         _kill_group(process.pid)
         await process.wait()
         status = f"timed out after {timeout_s:g} s and was killed"
-    elapsed = time.monotonic() - started
+    return _result(status, time.monotonic() - started, total, bytes(kept), output_cap)
+
+
+def _result(status: str, elapsed: float, total: int, kept: bytes, output_cap: int) -> str:
     text = kept.decode("utf-8", errors="replace")
     size = f"{total} bytes" + (f", first {output_cap} shown" if total > output_cap else "")
     return redact_text(f"{status} in {elapsed:.1f} s; output {size}:\n{text}")
+
+
+async def run_sandboxed(
+    sandbox: ShellSandbox, command: str, *, timeout_s: float, output_cap: int
+) -> str:
+    """The same command, status, time and capped output, from a throwaway container."""
+    from operator_console.lab.containers import ContainerError
+
+    try:
+        done = await sandbox.run(command, timeout_s=timeout_s, output_cap=output_cap)
+    except ContainerError as exc:
+        return redact_text(f"not run: the shell sandbox failed: {exc}")
+    return _result(done.status, done.seconds, done.total, done.kept, output_cap)
 
 
 def _kill_group(pid: int) -> None:
@@ -81,18 +107,29 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def shell_action(run_dir: Path, *, timeout_s: float, output_cap: int) -> ActionSpec:
-    """The run_shell action for one run: commands run in `run_dir`."""
+def shell_action(
+    run_dir: Path,
+    *,
+    timeout_s: float,
+    output_cap: int,
+    sandbox: ShellSandbox | None = None,
+) -> ActionSpec:
+    """The run_shell action for one run: commands run in `run_dir`, or in a sandbox."""
 
     async def run(params: ShellParams) -> str:
         await asyncio.to_thread(run_dir.mkdir, parents=True, exist_ok=True)
+        if sandbox is not None:
+            return await run_sandboxed(
+                sandbox, params.command, timeout_s=timeout_s, output_cap=output_cap
+            )
         return await run_command(
             params.command, cwd=run_dir, timeout_s=timeout_s, output_cap=output_cap
         )
 
+    where = f"with busybox {sandbox.describe()}" if sandbox is not None else "in the run's folder"
     return ActionSpec(
         SHELL_ACTION,
-        "Run a shell command in the run's folder (clean environment, "
+        f"Run a shell command {where} (clean environment, "
         f"{timeout_s:g} s timeout, output capped at {output_cap} bytes). Always needs a person.",
         ShellParams,
         "high",
@@ -103,3 +140,18 @@ def shell_action(run_dir: Path, *, timeout_s: float, output_cap: int) -> ActionS
         verify=False,
         effect="diagnose",
     )
+
+
+async def shell_sandbox(run_dir: Path, network: str | None) -> ShellSandbox | None:
+    """A sandbox on the engine at DOCKER_HOST (or the default socket) when one answers, on
+    `network` alone (None: no network); None without an engine: commands run as before."""
+    from operator_console.lab.containers import ContainerError, DockerEngine
+    from operator_console.lab.sandbox import ShellSandbox
+
+    engine = DockerEngine()
+    try:
+        await engine.call("ping", lambda client: client.ping(), SANDBOX_PING_S)
+    except ContainerError as exc:
+        log.info("run_shell runs on this host: %s", exc)
+        return None
+    return ShellSandbox(engine, network=network, workdir=run_dir)

@@ -87,11 +87,11 @@ def settings_error(exc: ValidationError) -> str:
 
 
 class FilePath(click.Path):
-    """A file path option; a path no file system can hold (a NUL byte) is a usage error, not
-    a traceback from the stat click makes."""
+    """A file (or, with `directory`, a folder) path option; a path no file system can hold (a
+    NUL byte) is a usage error, not a traceback from the stat click makes."""
 
-    def __init__(self) -> None:
-        super().__init__(path_type=Path, dir_okay=False)
+    def __init__(self, *, directory: bool = False) -> None:
+        super().__init__(path_type=Path, dir_okay=directory, file_okay=not directory)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and "\x00" in value:

@@ -82,9 +82,54 @@ def _headless(runtime: Runtime, runner: Any, quiet: bool) -> None:
     sys.exit(0 if outcome.ok else 1)
 
 
+def _stack(directory: Path, subject: str) -> Path:
+    """Check a compose stack's folder now (its compose file and endpoints file): one clear line
+    for a wrong one, before anything starts."""
+    from operator_console.lab.compose import ComposeStack
+    from operator_console.lab.compose_file import ComposeError
+    from operator_console.lab.containers import DockerEngine
+
+    try:
+        stack = ComposeStack(directory, DockerEngine())
+        endpoints = stack.endpoints()
+        get_subject_kind(subject).validate_endpoints(endpoints)
+    except ComposeError as exc:
+        raise click.ClickException(str(exc)) from None
+    except SpecError as exc:
+        raise click.ClickException(f"{stack.endpoints_path()}: {exc}") from None
+    return stack.file.path.parent.resolve()
+
+
+def _scenario_stack(loaded: Any, given: Path | None) -> Path:
+    """The stack a compose run uses: --compose, else the scenario's own `compose` folder
+    (relative to the working directory, or to the project the scenario file is in)."""
+    if given is not None:
+        return given
+    if not loaded.compose:
+        raise click.UsageError("--placement compose needs --compose DIR (a folder of compose/)")
+    named = Path(loaded.compose)
+    if named.is_absolute() or named.exists() or loaded.path is None:
+        return named
+    beside = Path(loaded.path).resolve().parent.parent / named
+    return beside if beside.exists() else named
+
+
 @click.command()
 @click.argument("scenario")
 @run_options
+@click.option(
+    "--placement",
+    type=click.Choice(["local", "compose"]),
+    help="local: the console starts the processes itself; compose: it brings the compose "
+    "stack (--compose DIR) up, runs the scenario on its containers and brings it down. "
+    "Default: the scenario's own.",
+)
+@click.option(
+    "--compose",
+    "compose_dir",
+    type=FilePath(directory=True),
+    help="The compose stack's folder (e.g. compose/etcd/host); implies --placement compose.",
+)
 @click.option("--no-agent", is_flag=True, help="Baseline: no agent; the scenario clears its fault.")
 @click.option(
     "--pace",
@@ -100,6 +145,8 @@ def run(
     interval: float | None,
     mode: str | None,
     brain: str,
+    placement: str | None,
+    compose_dir: Path | None,
     no_agent: bool,
     pace: float,
 ) -> None:
@@ -108,6 +155,15 @@ def run(
         loaded = find_scenario(scenario)
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from None
+    where = placement or ("compose" if compose_dir is not None else loaded.placement)
+    if where == "compose":
+        stack = _stack(_scenario_stack(loaded, compose_dir), loaded.subject)
+        loaded = loaded.on_stack(str(stack))
+    elif loaded.placement == "compose":
+        raise click.UsageError(
+            f"{loaded.name} runs only on a compose stack (its own is {loaded.compose}); "
+            "drop --placement local"
+        )
     context = _prepare(interval, brain)
     context.setup_logging()
     options = RunOptions(agent=not no_agent, brain=brain, mode=Mode(mode) if mode else None)
@@ -140,9 +196,15 @@ def run(
 @click.option(
     "--endpoints",
     "endpoints_file",
-    required=True,
     type=FilePath(),
     help="JSON endpoints of the cluster: what `lab up` prints, or the same shape by hand.",
+)
+@click.option(
+    "--compose",
+    "compose_dir",
+    type=FilePath(directory=True),
+    help="A running compose stack's folder: its endpoints file, and its containers for the "
+    "actions that restart or resume a process and for the log tool.",
 )
 @run_options
 @click.option(
@@ -152,7 +214,8 @@ def run(
 )
 def watch(
     subject: str,
-    endpoints_file: Path,
+    endpoints_file: Path | None,
+    compose_dir: Path | None,
     headless: bool,
     quiet: bool,
     interval: float | None,
@@ -161,7 +224,8 @@ def watch(
     duration: float | None,
 ) -> None:
     """Watch a running cluster of SUBJECT that this console did not start: detect, diagnose,
-    propose and verify; no fault injection, and only actions the system's own interfaces allow."""
+    propose and verify; no fault injection, and only actions the system's own interfaces allow
+    (with --compose, also its containers': restart, unpause, logs)."""
     from operator_console.scenarios.watch import (
         EndpointsError,
         WatchRunner,
@@ -169,21 +233,34 @@ def watch(
         watch_plan,
     )
 
+    if endpoints_file is None and compose_dir is None:
+        raise click.UsageError("give --endpoints FILE, or --compose DIR for a compose stack")
     try:
         kind = get_subject_kind(subject)
-        endpoints = load_endpoints(endpoints_file)
-        # The subject checks the file now: a wrong field is one line, before anything starts.
-        kind.validate_endpoints(endpoints)
     except UnknownSubjectError as exc:
         raise click.BadParameter(str(exc), param_hint="SUBJECT") from None
-    except EndpointsError as exc:
-        raise click.ClickException(str(exc)) from None
-    except SpecError as exc:
-        raise click.ClickException(f"{endpoints_file}: {exc}") from None
+    stack: Path | None = None
+    endpoints: dict[str, Any] = {}
+    if compose_dir is not None:
+        stack = _stack(compose_dir, subject)
+    if endpoints_file is not None:
+        try:
+            endpoints = load_endpoints(endpoints_file)
+            # The subject checks the file now: a wrong field is one line, before anything starts.
+            kind.validate_endpoints(endpoints)
+        except EndpointsError as exc:
+            raise click.ClickException(str(exc)) from None
+        except SpecError as exc:
+            raise click.ClickException(f"{endpoints_file}: {exc}") from None
+    elif stack is not None:
+        from operator_console.lab.compose import ComposeStack
+        from operator_console.lab.containers import DockerEngine
+
+        endpoints = ComposeStack(stack, DockerEngine()).endpoints()
     context = _prepare(interval, brain)
     context.setup_logging()
     options = RunOptions(agent=True, brain=brain, mode=Mode(mode) if mode else None)
-    plan = watch_plan(subject, endpoints)
+    plan = watch_plan(subject, endpoints, compose=str(stack) if stack is not None else None)
     if not headless:
         from operator_console.tui.app import OperatorApp
 

@@ -36,6 +36,12 @@ from operator_console.contract.hypotheses import (
     need,
     reject,
 )
+from operator_console.contract.processes import (
+    DEAD,
+    ProcessBackend,
+    ProcessControlError,
+    ProcessState,
+)
 from operator_console.contract.subject import (
     AgentKit,
     AttachedLab,
@@ -66,6 +72,7 @@ from operator_console.contract.tools import (
 from operator_console.contract.views import ClusterView, Column, PanelRow, SeriesSpec, Tone
 
 __all__ = [
+    "DEAD",
     "RISK_ORDER",
     "TOOL_OUTPUT_CAP",
     "ActionCatalog",
@@ -92,6 +99,9 @@ __all__ = [
     "Placement",
     "Plan",
     "Probe",
+    "ProcessBackend",
+    "ProcessControlError",
+    "ProcessState",
     "RecommendedAction",
     "Results",
     "Risk",

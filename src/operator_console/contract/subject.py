@@ -15,11 +15,14 @@ from typing import Any, Literal, Protocol
 
 from operator_console.contract.actions import ActionCatalog
 from operator_console.contract.hypotheses import Hypothesis
+from operator_console.contract.processes import ProcessBackend
 from operator_console.contract.tools import Toolbox
 from operator_console.contract.views import ClusterView, SeriesSpec
 from operator_console.domain import Invariant, Observation, WorkloadSample
 
-Placement = Literal["local", "attach"]
+# local: the console starts the processes; attach: a cluster it did not start (`watch`);
+# compose: a compose stack the console brings up and down around a scenario.
+Placement = Literal["local", "attach", "compose"]
 
 
 class SpecError(ValueError):
@@ -218,9 +221,20 @@ class SubjectKind(Protocol):
         ...
 
     def attach(
-        self, endpoints: Mapping[str, Any], run_dir: Path, on_sample: SampleSink
+        self,
+        endpoints: Mapping[str, Any],
+        run_dir: Path,
+        on_sample: SampleSink,
+        *,
+        processes: ProcessBackend | None = None,
+        workload: Mapping[str, Any] | None = None,
     ) -> Deployment:
-        """A cluster the console did not start, from an endpoints file; raises SpecError."""
+        """A cluster the console did not start, from an endpoints file; raises SpecError.
+
+        With `processes` (a compose stack's containers) the actions that restart, resume or
+        read a process are available, and the lab offers the faults those processes allow;
+        with `workload` (a scenario run on a stack) the subject drives that traffic where it
+        can, instead of only measuring."""
         ...
 
 

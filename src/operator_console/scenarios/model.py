@@ -74,6 +74,10 @@ class Scenario(_Strict):
     title: str = Field(min_length=1)
     description: str = ""
     subject: str
+    # Where it runs: the console's own processes, or a compose stack it brings up and down
+    # (`compose` names the stack's folder, relative to the project; --compose overrides it).
+    placement: Literal["local", "compose"] = "local"
+    compose: str | None = None
     topology: dict[str, Any] = Field(default_factory=dict)
     workload: dict[str, Any] = Field(default_factory=dict)
     chapters: list[Chapter] = Field(min_length=1)
@@ -93,7 +97,13 @@ class Scenario(_Strict):
             topology=dict(self.topology),
             workload=dict(self.workload),
             chapters=len(self.chapters),
+            placement=self.placement,
+            compose=self.compose if self.placement == "compose" else None,
         )
+
+    def on_stack(self, directory: str) -> Scenario:
+        """The same scenario run on the compose stack in `directory`."""
+        return self.model_copy(update={"placement": "compose", "compose": directory})
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -114,6 +124,8 @@ def parse_scenario(data: dict[str, Any], path: Path | str, *, name: str) -> Scen
     except ValidationError as exc:
         error = exc.errors()[0]
         raise ScenarioError(path, _field_path(tuple(error["loc"])), error["msg"]) from None
+    if scenario.placement == "compose" and not scenario.compose:
+        raise ScenarioError(path, "compose", "a compose placement needs the stack's folder")
     try:
         kind = get_subject_kind(scenario.subject)
     except UnknownSubjectError as exc:

@@ -50,8 +50,17 @@ def load_endpoints(path: Path) -> dict[str, Any]:
     return data
 
 
-def watch_plan(subject: str, endpoints: Mapping[str, Any]) -> RunPlan:
-    return RunPlan(name="watch", subject=subject, placement="attach", endpoints=dict(endpoints))
+def watch_plan(
+    subject: str, endpoints: Mapping[str, Any], *, compose: str | None = None
+) -> RunPlan:
+    """A watch of a running cluster; with `compose`, of a stack whose containers it may act on."""
+    return RunPlan(
+        name="watch",
+        subject=subject,
+        placement="attach",
+        endpoints=dict(endpoints),
+        compose=compose,
+    )
 
 
 class WatchRunner:

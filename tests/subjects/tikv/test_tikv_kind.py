@@ -40,22 +40,42 @@ def test_the_kind_is_registered_and_knows_its_catalog() -> None:
         "drain_store",
         "undrain_store",
         "set_store_weight",
+        "restart_store",
+        "resume_store",
+        "restart_pd_member",
     ]
-    assert kind.fault_kinds() == ()
+    # Faults exist only on a compose stack's containers (and PD's scheduler there).
+    assert list(kind.fault_kinds()) == [
+        "store_kill",
+        "store_pause",
+        "pd_leader_kill",
+        "leader_imbalance",
+    ]
     assert "recorded payloads" in kind.description and "live TiKV" in kind.description
 
 
-def test_deploy_and_sizes_say_tikv_cannot_be_started_here(tmp_path: Path) -> None:
+def test_deploy_and_sizes_say_tikv_runs_only_on_a_stack_or_attached(tmp_path: Path) -> None:
     kind = TikvKind()
     for call in (
         lambda: kind.deploy({}, None, tmp_path, print),
         lambda: kind.sized(3),
-        lambda: kind.validate({}, {}),
     ):
         with pytest.raises(SpecError) as caught:
             call()
         assert str(caught.value).endswith(NO_LAB)
         assert "watch tikv --endpoints FILE" in str(caught.value)
+        assert "--placement compose --compose compose/tikv" in str(caught.value)
+
+
+def test_a_scenario_topology_is_the_stacks_shape_and_its_traffic_is_the_stacks_own() -> None:
+    kind = TikvKind()
+    kind.validate({}, {})
+    kind.validate({"pd": 3, "stores": 3}, {})
+    assert kind.targets({"stores": 2, "pd": 1}) == ["tikv-1", "tikv-2", "pd-1", "pd-leader"]
+    with pytest.raises(SpecError, match=r"topology\.members"):
+        kind.validate({"members": 3}, {})
+    with pytest.raises(SpecError, match="go-ycsb"):
+        kind.validate({}, {"rate": 10})
 
 
 @pytest.mark.parametrize(

@@ -194,7 +194,7 @@ async def test_tools_answer_from_pd_and_refuse_bad_input(pd_doubles: Start) -> N
     assert out["operators"].data["operators"][0]["desc"] == "admin-remove-peer"
     assert out["pd_config"].data["max_replicas"] == 3
     unavailable = {u["name"] for u in out["list_actions"].data["not_available_here"]}
-    assert unavailable == {"restart_store", "restart_pd_member"}
+    assert unavailable == {"restart_store", "resume_store", "restart_pd_member"}
     assert all(b.is_error for b in bad)
     assert "rejected its input" in bad[0].content and "unexpected field" in bad[2].content
     assert "region not found" in bad[3].content  # PD's refusal, as a tool error
@@ -212,7 +212,7 @@ async def test_the_context_names_actions_risks_and_what_cannot_be_done(
         await deployment.subject.close()
     assert "- drain_store(store): high; restores latency_slo, leader_imbalance." in context
     assert "A mitigation, not a fix." in context
-    assert "- restart_store: not available here (needs a process or container backend" in context
+    assert "- restart_store: not available here (needs a container backend" in context
     assert "recorded payloads" in context
     for invariant in TikvKind().invariant_names():
         assert invariant in runbook

@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from operator_console.lab.etcd.binary import EtcdBinary, find_etcd
 from operator_console.lab.etcd.client import ClientTLS, EtcdClient, EtcdError, Status
-from operator_console.lab.etcd.clients import clients_argv, write_auth_file
+from operator_console.lab.etcd.clients_host import ClientsHost
 from operator_console.lab.etcd.faults import FAULT_KINDS, EtcdFault, make_fault
 from operator_console.lab.etcd.peers import PeerLinks, PeerPorts
 from operator_console.lab.ports import free_ports
@@ -24,7 +22,6 @@ from operator_console.lab.supervisor import ManagedProcess, Supervisor, UnknownP
 HOST = "127.0.0.1"
 MEMBER_COUNTS = (1, 3, 5)
 READY_PREFIX = "lab/ready/"
-CLIENTS = "clients"
 _PROBE_TIMEOUT_S = 0.5
 _STATUS_TIMEOUT_S = 0.5
 _START_TIMEOUT_S = 20.0
@@ -110,7 +107,9 @@ class EtcdCluster:
         self._clients: dict[str, EtcdClient] = {}
         self._ids: dict[str, int] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        self._clients_url: str | None = None
+        self.clients_host = ClientsHost(
+            self._supervisor, self.run_dir, self.client_urls, self.client_tls, self.start_timeout
+        )
         self._running = False
 
     # ------------------------------------------------------------- properties
@@ -276,8 +275,8 @@ class EtcdCluster:
             "tls": self.tls.to_dict() if self.tls is not None else None,
             "binary": self._binary.to_dict() if self._binary is not None else None,
         }
-        if self._clients_url is not None:
-            data["clients"] = {"url": self._clients_url, "pid": self._pid(CLIENTS)}
+        if self.clients_host.url is not None:
+            data["clients"] = {"url": self.clients_host.url, "pid": self.clients_host.pid}
         return data
 
     def fault_kinds(self) -> Sequence[str]:
@@ -292,66 +291,16 @@ class EtcdCluster:
     @property
     def clients_url(self) -> str | None:
         """The clients process's API while it runs."""
-        return self._clients_url
+        return self.clients_host.url
 
-    async def start_clients(
-        self,
-        *,
-        rate: float,
-        mix: Mapping[str, float] | None,
-        keys: int,
-        prefix: str,
-        timeout_s: float,
-        check_every_s: float,
-        warm_up_s: float,
-        credentials: tuple[str, str] | None = None,
-        seed: int | None = None,
-    ) -> str:
+    async def start_clients(self, **settings: Any) -> str:
         """Start the clients (a process of their own, in the lab's process group tree) and
-        return their API's URL; a password goes through a 0600 file they delete on reading."""
-        (port,) = free_ports(1, HOST)
-        url = f"http://{HOST}:{port}"
-        auth_file = write_auth_file(self.run_dir, *credentials) if credentials else None
-        argv = clients_argv(
-            host=HOST,
-            port=port,
-            endpoints=self.client_urls(),
-            rate=rate,
-            mix=mix,
-            keys=keys,
-            prefix=prefix,
-            timeout_s=timeout_s,
-            check_every_s=check_every_s,
-            warm_up_s=warm_up_s,
-            tls=self.client_tls(),
-            auth_file=auth_file,
-            seed=seed,
-        )
-        async with httpx.AsyncClient(timeout=_PROBE_TIMEOUT_S, trust_env=False) as http:
-
-            async def answers() -> bool:
-                try:
-                    response = await http.get(f"{url}/api/health")
-                except httpx.HTTPError:
-                    return False
-                return response.status_code == 200
-
-            try:
-                await self._supervisor.start(
-                    CLIENTS, argv, ready=answers, timeout=self.start_timeout
-                )
-            finally:
-                if auth_file is not None:  # the clients deleted it; this covers a failed start
-                    auth_file.unlink(missing_ok=True)
-        self._clients_url = url
-        return url
+        return their API's URL (see ClientsHost.start_clients)."""
+        return await self.clients_host.start_clients(**settings)
 
     async def stop_clients(self) -> None:
         """Stop the clients process if it runs (the lab's teardown does it too)."""
-        self._clients_url = None
-        if CLIENTS in self._supervisor.names():
-            with contextlib.suppress(Exception):
-                await self._supervisor.stop(CLIENTS)
+        await self.clients_host.stop_clients()
 
     # ------------------------------------------------------------ the members
 

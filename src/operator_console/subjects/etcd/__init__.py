@@ -8,9 +8,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from operator_console.contract import Deployment, RuntimeDescription, SampleSink
+from operator_console.contract import Deployment, ProcessBackend, RuntimeDescription, SampleSink
 from operator_console.domain import Observation
+from operator_console.lab.etcd.clients_host import ClientsHost
 from operator_console.lab.etcd.faults import CLUSTER_TARGET, FAULT_KINDS, LEADER_TARGET
+from operator_console.lab.supervisor import Supervisor
 from operator_console.subjects.etcd.actions import ACTION_NAMES, build_catalog
 from operator_console.subjects.etcd.backend import EtcdBackend
 from operator_console.subjects.etcd.invariants import default_invariants
@@ -94,17 +96,22 @@ class EtcdKind:
         traffic = None
         if workload is not None:
             traffic = EtcdTraffic(
-                cluster,
+                cluster.clients_host,
                 parse(WorkloadSpec, workload, "workload"),
                 on_sample,
                 p99_alarm_ms=topo.thresholds.latency_p99_ms,
             )
+        from operator_console.lab.processes import SupervisedProcesses
+
         backend = EtcdBackend(
             cluster.member_names,
             cluster.client_urls,
             tls=cluster.client_tls(),
             cluster=cluster,
             traffic=traffic,
+            processes=SupervisedProcesses(
+                cluster.supervisor, cluster.member_names, cluster.restart_member
+            ),
         )
         thresholds = topo.thresholds
         observer = EtcdObserver(
@@ -134,13 +141,24 @@ class EtcdKind:
         parse_endpoints(endpoints)
 
     def attach(
-        self, endpoints: Mapping[str, Any], run_dir: Path, on_sample: SampleSink
+        self,
+        endpoints: Mapping[str, Any],
+        run_dir: Path,
+        on_sample: SampleSink,
+        *,
+        processes: ProcessBackend | None = None,
+        workload: Mapping[str, Any] | None = None,
     ) -> Deployment:
         parsed = parse_endpoints(endpoints)
         username, password = parsed.credentials()
         members = dict(parsed.members)
         backend = EtcdBackend(
-            list(members), lambda: members, tls=parsed.tls, username=username, password=password
+            list(members),
+            lambda: members,
+            tls=parsed.tls,
+            username=username,
+            password=password,
+            processes=processes,
         )
         thresholds = parsed.spec.thresholds
         observer = EtcdObserver(
@@ -148,22 +166,49 @@ class EtcdKind:
             invariants=default_invariants(thresholds),
             history_s=thresholds.flapping_window_s,
         )
-        sampler = MetricsSampler(
-            list(members),
-            lambda name: backend.client(name).metrics(timeout=1.0),
-            on_sample,
-            p99_alarm_ms=thresholds.latency_p99_ms,
-        )
+        traffic: EtcdTraffic | MetricsSampler
+        if workload is not None:
+            # The console's own clients, a process of their own as in the local lab.
+            host = ClientsHost(
+                Supervisor(run_dir), run_dir, lambda: members, lambda: parsed.tls, 20.0
+            )
+            credentials = (username, password) if username and password else None
+            backend.traffic = traffic = EtcdTraffic(
+                host,
+                parse(WorkloadSpec, workload, "workload"),
+                on_sample,
+                p99_alarm_ms=thresholds.latency_p99_ms,
+                credentials=credentials,
+            )
+        else:
+            traffic = MetricsSampler(
+                list(members),
+                lambda name: backend.client(name).metrics(timeout=1.0),
+                on_sample,
+                p99_alarm_ms=thresholds.latency_p99_ms,
+            )
         secure = "TLS" if parsed.tls is not None else "plain http"
         auth = f", as etcd user {username}" if username else ""
-        about = (
-            f"attached to {len(members)} etcd members ({secure}{auth}): the console did not "
-            "start this cluster, so it reads and acts only through etcd's own client API (no "
-            "process control, no logs, no traffic of its own: the workload panel shows the "
-            "members' own counters)"
-        )
+        if processes is not None:
+            short = f"{len(members)} etcd members in {processes.about()} ({secure}{auth})"
+            about = (
+                f"{short}: the "
+                "console reads them through etcd's client API and restarts, resumes and reads "
+                f"the logs of their {processes.kind}s through the backend (no peer proxies: "
+                "no partition or latency faults)"
+            )
+            if workload is not None:
+                about += "; the console's own clients drive the traffic and keep a ledger"
+        else:
+            short = f"attached to {len(members)} etcd members ({secure}{auth})"
+            about = (
+                f"{short}: the console did "
+                "not start this cluster, so it reads and acts only through etcd's own client "
+                "API (no process control, no logs, no traffic of its own: the workload panel "
+                "shows the members' own counters)"
+            )
         kit = EtcdAgentKit(backend, build_catalog(backend), _patient(observer), about=about)
-        lab = AttachedEtcdLab(parsed.shown(), about.split(":")[0], backend)
+        lab = AttachedEtcdLab(parsed.shown(), short, backend)
         return Deployment(
-            lab=lab, subject=observer, workload=sampler, agent=kit, placement="attach"
+            lab=lab, subject=observer, workload=traffic, agent=kit, placement="attach"
         )

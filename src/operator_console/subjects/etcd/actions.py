@@ -11,7 +11,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-from operator_console.contract import ActionCatalog, ActionSpec, Effect, Risk
+from operator_console.contract import (
+    ActionCatalog,
+    ActionSpec,
+    Effect,
+    ProcessBackend,
+    ProcessControlError,
+    Risk,
+)
 from operator_console.lab.etcd.client import EtcdError, EtcdRequestError, Status
 from operator_console.subjects.etcd.backend import NO_PROCESS, EtcdBackend
 
@@ -23,6 +30,7 @@ _SETTLE_S = 5.0
 _SETTLE_STEP_S = 0.25
 _STABLE_S = 1.0
 _LEADER_WAIT_S = 5.0
+_REJOIN_S = 20.0
 MiB = 1024 * 1024
 
 
@@ -89,19 +97,37 @@ class EtcdActions:
                 return name, statuses
         raise ActionFailed("no member knows a leader: cluster-wide requests cannot commit")
 
-    def _cluster(self) -> Any:
-        if self.backend.cluster is None:
+    def _processes(self) -> ProcessBackend:
+        if self.backend.process_backend is None:
             raise ActionFailed(f"this action {NO_PROCESS}")
-        return self.backend.cluster
+        return self.backend.process_backend
 
-    # -- processes (the local lab) ---------------------------------------------------------
+    async def _rejoined(self, member: str, deadline: float) -> Status:
+        """The member's own status once it answers and follows a leader again."""
+        last = "no answer"
+        while True:
+            try:
+                status = await self.backend.client(member).status(timeout=_STATUS_TIMEOUT_S)
+            except EtcdError as exc:
+                last = str(exc)
+            else:
+                if status.leader:
+                    return status
+                last = "it answers but knows no leader yet"
+            if time.monotonic() > deadline:
+                raise ActionFailed(f"{member} was started again but has not rejoined: {last}")
+            await asyncio.sleep(0.1)
+
+    # -- processes (the local lab's, or a stack's containers) ------------------------------
 
     async def restart_member(self, p: Any) -> str:
-        cluster = self._cluster()
+        processes = self._processes()
+        kind = processes.kind
         async with self.backend.lock(p.member):
-            before = cluster.member_status(p.member)
+            await self.backend.refresh_processes()
+            before = processes.status(p.member)
             if before == "paused":
-                raise ActionFailed(f"{p.member} is paused (SIGSTOP): resume_member, not a restart")
+                raise ActionFailed(f"{p.member} is paused: resume_member, not a restart")
             if before == "running":
                 try:
                     await self.backend.client(p.member).status(timeout=_STATUS_TIMEOUT_S)
@@ -110,24 +136,35 @@ class EtcdActions:
                 else:
                     return f"{p.member} is running and answers: nothing to restart"
             started = time.monotonic()
-            await cluster.restart_member(p.member)
+            try:
+                await processes.restart(p.member)
+            except ProcessControlError as exc:
+                raise ActionFailed(f"restarting {p.member}'s {kind} failed: {exc}") from exc
+            status = await self._rejoined(p.member, started + _REJOIN_S)
             took = time.monotonic() - started
-        pid = self.backend.pid(p.member)
+        where = self.backend.where(p.member) or kind
         return (
-            f"restarted {p.member} (was {before}) on its data dir and ports; pid {pid} "
-            f"answered a write after {took:.2f} s"
+            f"restarted {p.member} (was {before}) on its data dir and ports; "
+            f"{where} answered after {took:.2f} s, following the leader in term "
+            f"{status.raft_term}"
         )
 
     async def resume_member(self, p: Any) -> str:
-        cluster = self._cluster()
+        processes = self._processes()
         async with self.backend.lock(p.member):
-            status = cluster.member_status(p.member)
+            await self.backend.refresh_processes()
+            status = processes.status(p.member)
             if status == "running":
                 return f"{p.member} was already running; nothing to resume"
             if status != "paused":
                 raise ActionFailed(f"{p.member} is {status}, not paused: restart_member it")
-            cluster.resume_member(p.member)
-            return f"sent SIGCONT to {p.member}; it is {cluster.member_status(p.member)}"
+            try:
+                await processes.resume(p.member)
+            except ProcessControlError as exc:
+                raise ActionFailed(f"resuming {p.member} failed: {exc}") from exc
+            await self.backend.refresh_processes()
+            how = "unpaused its container" if processes.kind == "container" else "sent SIGCONT to"
+            return f"{how} {p.member}; it is {processes.status(p.member)}"
 
     # -- etcd's own API --------------------------------------------------------------------
 
@@ -289,7 +326,8 @@ ACTIONS: tuple[_Def, ...] = (
     ),
     _Def(
         "resume_member",
-        "Send SIGCONT to a paused (SIGSTOPped) member so it answers again.",
+        "Resume a paused member (SIGCONT to its process, or unpause its container) so it "
+        "answers again.",
         "member",
         "low",
         ("member_down", "quorum_lost"),

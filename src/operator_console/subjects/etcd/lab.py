@@ -12,6 +12,7 @@ from operator_console.contract import AttachedLab, Fault
 from operator_console.lab.etcd.cluster import EtcdCluster
 from operator_console.lab.etcd.faults import LEADER_TARGET, FaultError
 from operator_console.subjects.etcd.backend import EtcdBackend
+from operator_console.subjects.etcd.stack_faults import STACK_FAULT_KINDS, make_stack_fault
 
 MiB = 1024 * 1024
 # Faults on one member that a scenario may aim at whichever member leads when it fires.
@@ -128,7 +129,8 @@ class EtcdLab:
 
 class AttachedEtcdLab(AttachedLab):
     """A cluster the console did not start: its endpoints without the password, nothing to
-    start; stopping closes the console's own clients."""
+    start; stopping closes the console's own clients. With a process backend (a compose
+    stack's containers) it offers the faults the backend can do."""
 
     def __init__(self, shown: Mapping[str, Any], about: str, backend: EtcdBackend) -> None:
         super().__init__(shown, about)
@@ -136,3 +138,9 @@ class AttachedEtcdLab(AttachedLab):
 
     async def stop(self) -> None:
         await self._backend.aclose()
+
+    def fault_kinds(self) -> Sequence[str]:
+        return STACK_FAULT_KINDS if self._backend.processes else ()
+
+    def make_fault(self, kind: str, target: str | None, params: Mapping[str, Any]) -> Fault:
+        return make_stack_fault(self._backend, kind, target, params)

@@ -147,7 +147,11 @@ class EtcdObserver:
         for name in names:
             self._start_health(name)
         traffic = asyncio.create_task(self._read_traffic())
-        reads = await asyncio.gather(*(self._read(name, read_timeout_s) for name in names))
+        # The process states (one call to the engine for containers) are read alongside.
+        reads, _ = await asyncio.gather(
+            asyncio.gather(*(self._read(name, read_timeout_s) for name in names)),
+            self.backend.refresh_processes(),
+        )
         await self._settle_health(names)
         members = {}
         for name, (status, metrics, listed) in zip(names, reads, strict=True):

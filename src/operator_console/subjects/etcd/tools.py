@@ -3,7 +3,6 @@ metrics, the alarm list, the member list and (for the local lab) its log."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from typing import Any
@@ -117,6 +116,7 @@ class EtcdTools:
         detail["quorum_ms"] = view.quorum_ms
         detail["commit_ms"] = view.commit_ms
         detail["pid"] = self.backend.pid(member)
+        detail["process_id"] = self.backend.where(member)
         detail["peer_links"] = self.backend.peer_links(member)
         detail["cluster_leader"] = state.leader
         detail["cluster_term"] = state.term
@@ -215,9 +215,9 @@ class EtcdTools:
         lines = tool_input.get("lines", DEFAULT_LOG_LINES)
         if isinstance(lines, bool) or not isinstance(lines, int) or not 1 <= lines <= MAX_LOG_LINES:
             raise ValueError(f"lines must be an integer from 1 to {MAX_LOG_LINES}")
-        found = await asyncio.to_thread(self.backend.log, member, lines)
+        found = await self.backend.log(member, lines)
         if found is None:
-            return ToolOutput(f"no log of {member} here: the console did not start it", True)
+            return ToolOutput(f"no log of {member} here: no process or container backend", True)
         path, text = found
         return ToolOutput.of(
             {"member": member, "path": path, "lines": text.splitlines() if text else []}
@@ -296,7 +296,12 @@ def build_toolbox(backend: EtcdBackend, observe: ObserverGetter, catalog: Action
         box.add(
             ToolSpec(
                 "tail_log",
-                "The last lines of one member's log (etcd's own JSON lines).",
+                "The last lines of one member's log (etcd's own JSON lines)"
+                + (
+                    ", read from its container (docker logs)."
+                    if backend.process_kind == "container"
+                    else "."
+                ),
                 {
                     "type": "object",
                     "properties": {

@@ -23,7 +23,7 @@ from operator_console.subjects.etcd.metrics import parse_metrics
 from operator_console.subjects.etcd.spec import WorkloadChange, WorkloadSpec, parse
 
 if TYPE_CHECKING:
-    from operator_console.lab.etcd.cluster import EtcdCluster
+    from operator_console.lab.etcd.clients_host import ClientsHost
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +81,16 @@ class EtcdTraffic:
 
     def __init__(
         self,
-        cluster: EtcdCluster,
+        host: ClientsHost,
         spec: WorkloadSpec,
         on_sample: SampleSink,
         *,
         p99_alarm_ms: float,
         warm_up_s: float = WARM_UP_S,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
-        self._cluster = cluster
+        self._host = host
+        self._credentials = credentials
         self._spec = spec
         self._on_sample = on_sample
         self._warm_up_s = warm_up_s
@@ -105,13 +107,11 @@ class EtcdTraffic:
     @property
     def pid(self) -> int | None:
         """The clients process, while it runs."""
-        clients = self._cluster.endpoints().get("clients") or {}
-        pid = clients.get("pid")
-        return int(pid) if pid else None
+        return self._host.pid
 
     async def start(self) -> None:
         spec = self._spec
-        self.url = await self._cluster.start_clients(
+        self.url = await self._host.start_clients(
             rate=spec.rate if spec.rate is not None else 40.0,
             mix=spec.mix,
             keys=spec.keys,
@@ -119,6 +119,7 @@ class EtcdTraffic:
             timeout_s=spec.timeout_s,
             check_every_s=spec.check_every_s,
             warm_up_s=self._warm_up_s,
+            credentials=self._credentials,
         )
         self._http = httpx.AsyncClient(timeout=API_TIMEOUT_S, trust_env=False)
         self._relay_task = asyncio.create_task(self._relay(), name="etcd-workload-relay")
@@ -134,7 +135,7 @@ class EtcdTraffic:
             with contextlib.suppress(WorkloadError):
                 await self.finish()
         self.url = None
-        await self._cluster.stop_clients()
+        await self._host.stop_clients()
         if self._http is not None:
             await self._http.aclose()
             self._http = None

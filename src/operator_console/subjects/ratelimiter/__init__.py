@@ -11,14 +11,21 @@ from typing import Any
 from operator_console.contract import (
     AttachedLab,
     Deployment,
+    Fault,
     LazySubject,
+    ProcessBackend,
     RuntimeDescription,
     SampleSink,
     SpecError,
 )
 from operator_console.lab.ratelimiter.faults import FAULT_KINDS
 from operator_console.subjects.ratelimiter.actions import ACTION_NAMES, build_catalog
-from operator_console.subjects.ratelimiter.backend import AttachedBackend, LocalBackend
+from operator_console.subjects.ratelimiter.backend import (
+    STORE_PROCESS,
+    AttachedBackend,
+    LocalBackend,
+    StackBackend,
+)
 from operator_console.subjects.ratelimiter.invariants import Thresholds, default_invariants
 from operator_console.subjects.ratelimiter.kit import RateLimiterAgentKit
 from operator_console.subjects.ratelimiter.observer import RateLimiterObserver
@@ -29,6 +36,7 @@ from operator_console.subjects.ratelimiter.spec import (
     WorkloadSpec,
     parse,
 )
+from operator_console.subjects.ratelimiter.stack_faults import STACK_FAULT_KINDS, stack_fault
 from operator_console.subjects.ratelimiter.workload import CounterSampler, RateLimiterWorkload
 
 NAME = "ratelimiter"
@@ -122,8 +130,22 @@ class RateLimiterKind:
             "allowed. Node failpoints: clock_skew_ms (run the node's clock ahead) and "
             "config_refresh_stuck (freeze its config refresh)."
         )
+        from operator_console.lab.processes import SupervisedProcesses
+
+        async def restart(name: str) -> None:
+            if name == STORE_PROCESS:
+                await cluster.restart_store()
+            else:
+                await cluster.restart_node(name)
+
+        processes = SupervisedProcesses(
+            cluster.supervisor,
+            lambda: [*cluster.node_names, STORE_PROCESS],
+            restart,
+            aliases={STORE_PROCESS: cluster.store.name},
+        )
         kit = RateLimiterAgentKit(
-            backend, build_catalog(backend, cluster), subject.observe, about=about
+            backend, build_catalog(backend, processes), subject.observe, about=about
         )
         return Deployment(lab=cluster, subject=subject, workload=driver, agent=kit)
 
@@ -161,14 +183,31 @@ class RateLimiterKind:
         self._endpoints(endpoints)
 
     def attach(
-        self, endpoints: Mapping[str, Any], run_dir: Path, on_sample: SampleSink
+        self,
+        endpoints: Mapping[str, Any],
+        run_dir: Path,
+        on_sample: SampleSink,
+        *,
+        processes: ProcessBackend | None = None,
+        workload: Mapping[str, Any] | None = None,
     ) -> Deployment:
-        backend, spec = self._endpoints(endpoints)
+        # The console's clients need its own load balancer in front of the nodes, which a
+        # stack does not have: a given workload is measured from the nodes' counters instead.
+        attached, spec = self._endpoints(endpoints)
+        backend = attached if processes is None else StackBackend.on(attached, processes)
         invariants = default_invariants(_thresholds(spec))
         observer = RateLimiterObserver(
             lambda: {name: backend.node_url(name) for name in backend.node_names},
             backend.store_url,
             invariants=invariants,
+            process_status=(
+                None
+                if processes is None
+                else lambda name: (
+                    backend.store_status() if name == "store" else backend.node_status(name)
+                )
+            ),
+            refresh=processes.refresh if processes is not None else None,
         )
         sampler = CounterSampler(
             {name: backend.node_url(name) for name in backend.node_names},
@@ -176,18 +215,27 @@ class RateLimiterKind:
             on_sample,
             p99_alarm_ms=spec.thresholds.latency_p99_ms,
         )
-        about = (
-            f"attached to {len(backend.node_names)} nodes and the store at {backend.store_url}: "
-            "the console did not start this cluster, so it reads and acts only through the "
-            "nodes' own HTTP API and the store (no process control, no load balancer); limits, "
-            "fail mode and failpoints are as the nodes report them"
-        )
+        if processes is None:
+            about = (
+                f"attached to {len(backend.node_names)} nodes and the store at "
+                f"{backend.store_url}: the console did not start this cluster, so it reads and "
+                "acts only through the nodes' own HTTP API and the store (no process control, "
+                "no load balancer); limits, fail mode and failpoints are as the nodes report "
+                "them"
+            )
+        else:
+            about = (
+                f"{len(backend.node_names)} nodes and the store in {processes.about()}: the "
+                "console reads them through the nodes' HTTP API and the store, and restarts, "
+                f"resumes and reads the logs of their {processes.kind}s (no load balancer of "
+                "its own, no link proxies)"
+            )
         kit = RateLimiterAgentKit(
-            backend, build_catalog(backend, None), observer.observe, about=about
+            backend, build_catalog(backend, processes), observer.observe, about=about
         )
-        lab = AttachedLab(endpoints, about.split(":")[0])
+        lab = AttachedLab(endpoints, about.split(": ")[0])
         return Deployment(
-            lab=_ClosingLab(lab, backend),
+            lab=_ClosingLab(lab, backend, processes),
             subject=observer,
             workload=sampler,
             agent=kit,
@@ -196,11 +244,23 @@ class RateLimiterKind:
 
 
 class _ClosingLab(AttachedLab):
-    """An attached lab that closes the backend's HTTP client when the run stops."""
+    """An attached lab that closes the backend's HTTP client when the run stops; with a
+    process backend it offers the faults the backend can do (kill or pause a process)."""
 
-    def __init__(self, lab: AttachedLab, backend: AttachedBackend) -> None:
+    def __init__(
+        self, lab: AttachedLab, backend: AttachedBackend, processes: ProcessBackend | None
+    ) -> None:
         super().__init__(lab.endpoints(), lab.about())
         self._backend = backend
+        self._processes = processes
 
     async def stop(self) -> None:
         await self._backend.aclose()
+
+    def fault_kinds(self) -> Sequence[str]:
+        return STACK_FAULT_KINDS if self._processes is not None else ()
+
+    def make_fault(self, kind: str, target: str | None, params: Mapping[str, Any]) -> Fault:
+        if self._processes is None:
+            return super().make_fault(kind, target, params)
+        return stack_fault(self._processes, self._backend.node_names, kind, target, params)

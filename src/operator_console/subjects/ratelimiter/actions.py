@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -10,11 +12,22 @@ from urllib.parse import quote
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, create_model
 
-from operator_console.contract import ActionCatalog, ActionSpec, Effect, Risk
-from operator_console.subjects.ratelimiter.backend import NO_BALANCER, NO_PROCESS, Backend
+from operator_console.contract import (
+    ActionCatalog,
+    ActionSpec,
+    Effect,
+    ProcessBackend,
+    ProcessControlError,
+    Risk,
+)
+from operator_console.subjects.ratelimiter.backend import (
+    NO_BALANCER,
+    NO_PROCESS,
+    STORE_PROCESS,
+    Backend,
+)
 
 if TYPE_CHECKING:
-    from operator_console.lab.ratelimiter.cluster import RateLimiterCluster
     from operator_console.subjects.ratelimiter.workload import RateLimiterWorkload
 
 FailpointName = Literal["clock_skew_ms", "config_refresh_stuck"]
@@ -23,6 +36,7 @@ RESERVED_KEY = "__default__"
 MAX_KEY_LENGTH = 512
 _HTTP_TIMEOUT_S = 3.0
 _HTTP_ATTEMPTS = 2
+_READY_S = 15.0
 
 
 class ActionFailed(RuntimeError):
@@ -106,18 +120,45 @@ def _why(exc: httpx.HTTPError) -> str:
 
 
 class RateLimiterActions:
-    """The action bodies: process signals and restarts (the local lab only), the nodes' HTTP
-    API, and the load balancer (the console's own clients only)."""
+    """The action bodies: process signals and restarts (the local lab's processes or a
+    stack's containers), the nodes' HTTP API, and the load balancer (the console's own
+    clients only)."""
 
-    def __init__(self, backend: Backend, cluster: RateLimiterCluster | None) -> None:
+    def __init__(self, backend: Backend, processes: ProcessBackend | None) -> None:
         self.backend = backend
-        self._cluster = cluster
+        self._processes = processes
 
     @property
-    def cluster(self) -> RateLimiterCluster:
-        if self._cluster is None:
+    def processes(self) -> ProcessBackend:
+        if self._processes is None:
             raise ActionFailed(f"this action {NO_PROCESS}")
-        return self._cluster
+        return self._processes
+
+    async def _status(self, name: str) -> str | None:
+        await self.processes.refresh()
+        return self.processes.status(name)
+
+    async def _do(self, verb: str, name: str, act: Callable[[str], Awaitable[None]]) -> None:
+        try:
+            await act(name)
+        except ProcessControlError as exc:
+            raise ActionFailed(f"{verb} {name} failed: {exc}") from exc
+
+    async def _node_answers(self, node: str) -> float:
+        """Seconds until the node's health endpoint answers after a (re)start."""
+        started = time.monotonic()
+        url = f"{self.backend.node_url(node)}/api/health"
+        while True:
+            try:
+                response = await self.backend.http.get(url, timeout=1.0)
+            except httpx.HTTPError:
+                pass
+            else:
+                if response.status_code < 500:
+                    return time.monotonic() - started
+            if time.monotonic() - started > _READY_S:
+                raise ActionFailed(f"{node} was started again but does not answer its health")
+            await asyncio.sleep(0.1)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -173,19 +214,20 @@ class RateLimiterActions:
     # -- nodes -----------------------------------------------------------------------------
 
     async def restart_node(self, p: Any) -> str:
-        before = self.cluster.node_status(p.node)
-        await self.cluster.restart_node(p.node)
-        pid = self.cluster.supervisor.pid(p.node)
-        return f"restarted {p.node} (was {before}); pid {pid} answers its health endpoint"
+        before = await self._status(p.node)
+        await self._do("restarting", p.node, self.processes.restart)
+        took = await self._node_answers(p.node)
+        where = self.processes.ident(p.node) or self.processes.kind
+        return f"restarted {p.node} (was {before}); {where} answered its health after {took:.2f} s"
 
     async def resume_node(self, p: Any) -> str:
-        status = self.cluster.node_status(p.node)
+        status = await self._status(p.node)
         if status == "running":
             return f"{p.node} was already running; nothing to resume"
         if status != "paused":
             raise ActionFailed(f"{p.node} is {status}, not paused: resume cannot help, restart it")
-        self.cluster.resume_node(p.node)
-        return f"sent SIGCONT to {p.node}; it is {self.cluster.node_status(p.node)}"
+        await self._do("resuming", p.node, self.processes.resume)
+        return f"resumed {p.node}; it is {await self._status(p.node)}"
 
     async def drain_node(self, p: Any) -> str:
         clients = self._clients()
@@ -223,21 +265,21 @@ class RateLimiterActions:
     # -- store and keys --------------------------------------------------------------------
 
     async def restart_store(self, p: Any) -> str:
-        before = self.cluster.store_status()
-        await self.cluster.restart_store()
+        before = await self._status(STORE_PROCESS)
+        await self._do("restarting", STORE_PROCESS, self.processes.restart)
         return (
             f"restarted the store (was {before}); it answers again, empty: "
             "counters and limits set at runtime are gone"
         )
 
     async def resume_store(self, p: Any) -> str:
-        status = self.cluster.store_status()
+        status = await self._status(STORE_PROCESS)
         if status == "running":
             return "the store was already running; nothing to resume"
         if status != "paused":
             raise ActionFailed(f"the store is {status}, not paused: restart it instead")
-        self.cluster.resume_store()
-        return f"sent SIGCONT to the store; it is {self.cluster.store_status()}"
+        await self._do("resuming", STORE_PROCESS, self.processes.resume)
+        return f"resumed the store; it is {await self._status(STORE_PROCESS)}"
 
     async def reset_counter(self, p: Any) -> str:
         node, _ = await self._call_any("POST", f"/api/counters/{quote(p.key, safe='')}/reset")
@@ -285,7 +327,7 @@ ACTIONS: tuple[_Def, ...] = (
     ),
     _Def(
         "resume_node",
-        "Send SIGCONT to a paused (SIGSTOPped) node so it answers again.",
+        "Resume a paused node (SIGCONT, or unpause its container) so it answers again.",
         "node",
         "low",
         ("node_down",),
@@ -327,7 +369,7 @@ ACTIONS: tuple[_Def, ...] = (
     ),
     _Def(
         "resume_store",
-        "Send SIGCONT to a paused (SIGSTOPped) store.",
+        "Resume a paused store (SIGCONT, or unpause its container).",
         "none",
         "medium",
         ("store_unreachable",),
@@ -387,10 +429,10 @@ _TARGET_PARAMS = {
 }
 
 
-def build_catalog(backend: Backend, cluster: RateLimiterCluster | None) -> ActionCatalog:
+def build_catalog(backend: Backend, processes: ProcessBackend | None) -> ActionCatalog:
     """Every action the agent may propose for this cluster, with its parameters and risk; what
     this placement cannot do is listed as unavailable, with the reason."""
-    acts = RateLimiterActions(backend, cluster)
+    acts = RateLimiterActions(backend, processes)
     models = _Models(backend.node_names)
     param_models: dict[str, type[BaseModel]] = {
         "node": models.node,
@@ -403,7 +445,7 @@ def build_catalog(backend: Backend, cluster: RateLimiterCluster | None) -> Actio
     specs: list[ActionSpec] = []
     unavailable: dict[str, str] = {}
     for d in ACTIONS:
-        if d.needs == "process" and cluster is None:
+        if d.needs == "process" and processes is None:
             unavailable[d.name] = NO_PROCESS
             continue
         if d.needs == "balancer" and backend.workload is None:

@@ -1,20 +1,26 @@
 """How the subject reaches a rate limiter cluster: the local lab it started (processes, link
-proxies, logs, a load balancer), or a cluster it attached to (only the nodes' own HTTP API)."""
+proxies, logs, a load balancer), a compose stack (the nodes' HTTP API and their containers), or
+a cluster it attached to (only the nodes' own HTTP API)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from operator_console.contract import SpecError
+from operator_console.contract import ProcessBackend, ProcessControlError, SpecError
 
 if TYPE_CHECKING:
     from operator_console.lab.ratelimiter.cluster import RateLimiterCluster
     from operator_console.subjects.ratelimiter.workload import RateLimiterWorkload
 
-NO_PROCESS = "needs a process backend (a cluster the console started; containers come later)"
+NO_PROCESS = (
+    "needs a process backend: a cluster the console started, or a compose stack "
+    "(watch ratelimiter --compose DIR)"
+)
+STORE_PROCESS = "store"
 NO_BALANCER = "needs the console's own load generator as the clients' load balancer"
 
 
@@ -44,8 +50,8 @@ class Backend(Protocol):
         """The node's link proxy to the store (latency_ms, cut), where the console runs one."""
         ...
 
-    def log(self, process: str, lines: int) -> tuple[str, str] | None:
-        """The log's path and last lines, where the console has the process's log."""
+    async def log(self, process: str, lines: int) -> tuple[str, str] | None:
+        """Where the log is and its last lines, where the console can read it."""
         ...
 
     @property
@@ -104,10 +110,11 @@ class LocalBackend:
         except RuntimeError:  # ProxyHostError is one: the lab is stopping
             return None
 
-    def log(self, process: str, lines: int) -> tuple[str, str] | None:
+    async def log(self, process: str, lines: int) -> tuple[str, str] | None:
         name = self.cluster.store.name if process == "store" else process
         supervisor = self.cluster.supervisor
-        return str(supervisor.log_path(name)), supervisor.log_tail(name, lines)
+        tail = await asyncio.to_thread(supervisor.log_tail, name, lines)
+        return str(supervisor.log_path(name)), tail
 
     @property
     def config_refresh_s(self) -> float | None:
@@ -182,5 +189,34 @@ class AttachedBackend:
     async def link(self, name: str) -> dict[str, Any] | None:
         return None
 
-    def log(self, process: str, lines: int) -> tuple[str, str] | None:
+    async def log(self, process: str, lines: int) -> tuple[str, str] | None:
         return None
+
+
+class StackBackend(AttachedBackend):
+    """A compose stack: the nodes' HTTP API and the store by URL, and every process (nodes and
+    store) as a container the backend can read, restart and resume."""
+
+    processes = True
+
+    def __init__(self, nodes: Mapping[str, str], store_url: str, processes: ProcessBackend) -> None:
+        super().__init__(nodes, store_url)
+        self.process_backend = processes
+
+    @classmethod
+    def on(cls, attached: AttachedBackend, processes: ProcessBackend) -> StackBackend:
+        return cls(
+            {n: attached.node_url(n) for n in attached.node_names}, attached.store_url, processes
+        )
+
+    def node_status(self, name: str) -> str | None:
+        return self.process_backend.status(name)
+
+    def store_status(self) -> str | None:
+        return self.process_backend.status(STORE_PROCESS)
+
+    async def log(self, process: str, lines: int) -> tuple[str, str] | None:
+        try:
+            return await self.process_backend.logs(process, lines)
+        except ProcessControlError:
+            return None

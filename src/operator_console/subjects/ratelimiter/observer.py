@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ WINDOW_KEY_PREFIX = "rl:window:"
 LIVE_TIMEOUT_S = 0.5
 # The store answers the console's PING this fast on loopback, even on a busy machine.
 STORE_TIMEOUT_S = 0.5
+REFRESH_TIMEOUT_S = 1.0
 LIMITS_KEY = "rl:limits"
 VERSION_KEY = "rl:config:version"
 NODES_PREFIX = "rl:nodes:"
@@ -235,6 +237,7 @@ class RateLimiterObserver:
         invariants: Sequence[Invariant],
         workload: WorkloadSource | None = None,
         process_status: Callable[[str], str | None] | None = None,
+        refresh: Callable[[], Awaitable[None]] | None = None,
         # Longer than a node's own store ping (0.75 s) so that a slow store link shows as a
         # slow health answer, not as the node being down.
         timeout_s: float = 1.0,
@@ -245,6 +248,7 @@ class RateLimiterObserver:
         self.invariants = list(invariants)
         self.workload = workload
         self._process_status = process_status or (lambda _name: None)
+        self._refresh = refresh  # reads the process states again (a stack's containers)
         self.timeout_s = timeout_s
         self.stats_window_s = stats_window_s
         self._http = httpx.AsyncClient(timeout=timeout_s)
@@ -275,6 +279,10 @@ class RateLimiterObserver:
     async def observe(self) -> Observation:
         at = utcnow()
         sources: dict[str, SourceStatus] = {}
+        if self._refresh is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REFRESH_TIMEOUT_S):
+                    await self._refresh()
         targets = dict(self._nodes())
         node_views = await asyncio.gather(
             *(self._observe_node(name, url, sources) for name, url in targets.items())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -245,9 +244,9 @@ class RateLimiterTools:
         lines = tool_input.get("lines", DEFAULT_LOG_LINES)
         if isinstance(lines, bool) or not isinstance(lines, int) or not 1 <= lines <= MAX_LOG_LINES:
             raise ValueError(f"lines must be an integer from 1 to {MAX_LOG_LINES}")
-        found = await asyncio.to_thread(self.backend.log, str(process), lines)
+        found = await self.backend.log(str(process), lines)
         if found is None:
-            return ToolOutput(f"no log of {process} here: the console did not start it", True)
+            return ToolOutput(f"no log of {process} here: no process or container backend", True)
         path, text = found
         return ToolOutput.of(
             {"process": process, "path": path, "lines": text.splitlines() if text else []}

@@ -2,8 +2,9 @@
 checked first against what PD says now and confirmed by reading PD back.
 
 PD's refusals (unknown store, store not healthy, an operator already there) come back as
-PD wrote them; they are final, so a refused request is not sent again. Restarting a
-store's process needs a process or container backend, which an attached console lacks.
+PD wrote them; they are final, so a refused request is not sent again. Restarting or
+resuming a store's or PD member's process needs a container backend (a compose stack,
+`stack.py`), which a console attached by endpoints alone lacks.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from operator_console.contract import ActionCatalog, ActionSpec, Effect, Risk
+from operator_console.contract import ActionCatalog, ActionSpec, Effect, ProcessBackend, Risk
 from operator_console.subjects.tikv.pd import PDClient
 from operator_console.subjects.tikv.pd_errors import (
     OperatorNotFoundError,
@@ -24,8 +25,8 @@ from operator_console.subjects.tikv.pd_errors import (
 from operator_console.subjects.tikv.state import region_target, store_target, target_id
 
 NO_PROCESS = (
-    "needs a process or container backend: this console reaches the cluster only through "
-    "PD's HTTP API and Prometheus (the compose stack is not there yet); restart it by hand"
+    "needs a container backend (watch tikv --compose DIR): this console reaches the cluster "
+    "only through PD's HTTP API and Prometheus; restart it by hand"
 )
 _MAX_ID = 2**53  # PD reads ids into float64
 
@@ -292,12 +293,15 @@ ACTIONS: tuple[_Def, ...] = (
         ("store",),
     ),
 )
-ACTION_NAMES: tuple[str, ...] = tuple(d.name for d in ACTIONS)
-UNAVAILABLE: dict[str, str] = {"restart_store": NO_PROCESS, "restart_pd_member": NO_PROCESS}
+# Done through a compose stack's containers (stack.py).
+STACK_ACTION_NAMES: tuple[str, ...] = ("restart_store", "resume_store", "restart_pd_member")
+ACTION_NAMES: tuple[str, ...] = (*(d.name for d in ACTIONS), *STACK_ACTION_NAMES)
+UNAVAILABLE: dict[str, str] = dict.fromkeys(STACK_ACTION_NAMES, NO_PROCESS)
 
 
-def build_catalog(pd: PDClient) -> ActionCatalog:
-    """Every action PD's API can do, and the process actions this console cannot."""
+def build_catalog(pd: PDClient, processes: ProcessBackend | None = None) -> ActionCatalog:
+    """Every action PD's API can do; the process actions through the container backend when
+    there is one, else listed as unavailable with the reason."""
     acts = TikvActions(pd)
     specs = []
     for d in ACTIONS:
@@ -320,7 +324,19 @@ def build_catalog(pd: PDClient) -> ActionCatalog:
                 cause=d.cause,
             )
         )
-    return ActionCatalog(tuple(specs), dict(UNAVAILABLE))
+    if processes is None:
+        return ActionCatalog(tuple(specs), dict(UNAVAILABLE))
+    from operator_console.subjects.tikv.stack import stack_actions
+
+    return ActionCatalog((*specs, *stack_actions(pd, processes)), {})
 
 
-__all__ = ["ACTION_NAMES", "ActionFailed", "build_catalog", "region_target", "store_target"]
+__all__ = [
+    "ACTION_NAMES",
+    "STACK_ACTION_NAMES",
+    "ActionFailed",
+    "StoreRef",
+    "build_catalog",
+    "region_target",
+    "store_target",
+]

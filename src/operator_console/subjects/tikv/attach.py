@@ -3,10 +3,10 @@ clients, the observer, the sampler, the action catalog and the agent kit."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from operator_console.contract import AttachedLab, Deployment, SampleSink
+from operator_console.contract import AttachedLab, Deployment, Fault, ProcessBackend, SampleSink
 from operator_console.subjects.tikv import PD_TIMEOUT_S, PROMETHEUS_TIMEOUT_S, TESTED
 from operator_console.subjects.tikv.actions import build_catalog
 from operator_console.subjects.tikv.invariants import default_invariants
@@ -33,7 +33,35 @@ def about(spec: EndpointsSpec) -> str:
     )
 
 
-def attach(endpoints: Mapping[str, Any], on_sample: SampleSink) -> Deployment:
+class TikvLab(AttachedLab):
+    """The `Lab` of a watched cluster: nothing to start; with the stack's containers, the
+    faults they allow (stack.py); stopping closes the PD client."""
+
+    def __init__(
+        self, spec: EndpointsSpec, about: str, pd: PDClient, processes: ProcessBackend | None
+    ) -> None:
+        super().__init__(spec.redacted(), about)
+        self._pd = pd
+        self._processes = processes
+
+    def fault_kinds(self) -> Sequence[str]:
+        from operator_console.subjects.tikv.stack import FAULT_KINDS
+
+        return FAULT_KINDS if self._processes is not None else ()
+
+    def make_fault(self, kind: str, target: str | None, params: Mapping[str, Any]) -> Fault:
+        if self._processes is None:
+            return super().make_fault(kind, target, params)
+        from operator_console.subjects.tikv.stack import make_stack_fault
+
+        return make_stack_fault(self._pd, self._processes, kind, target, params)
+
+
+def attach(
+    endpoints: Mapping[str, Any],
+    on_sample: SampleSink,
+    processes: ProcessBackend | None = None,
+) -> Deployment:
     spec = parse_endpoints(endpoints)
     pd = PDClient(
         spec.pd.endpoints,
@@ -74,9 +102,16 @@ def attach(endpoints: Mapping[str, Any], on_sample: SampleSink) -> Deployment:
         p99_alarm_ms=spec.thresholds.grpc_p99_ms,
     )
     text = about(spec)
-    kit = TikvAgentKit(pd, observer, build_catalog(pd), metrics, about=text)
+    if processes is not None:
+        text = text.replace(
+            "(no process control)", f"and restarts or resumes its {processes.kind}s"
+        )
+        text += f" Its processes: {processes.about()}."
+    kit = TikvAgentKit(
+        pd, observer, build_catalog(pd, processes), metrics, about=text, processes=processes
+    )
     return Deployment(
-        lab=AttachedLab(spec.redacted(), text),
+        lab=TikvLab(spec, text, pd, processes),
         subject=observer,
         workload=sampler,
         agent=kit,

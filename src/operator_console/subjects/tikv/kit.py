@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from operator_console.contract import ActionCatalog, Hypothesis, Toolbox
+from operator_console.contract import ActionCatalog, Hypothesis, ProcessBackend, Toolbox
 from operator_console.subjects.tikv.metrics import MetricsReader
 from operator_console.subjects.tikv.observer import TikvObserver
 from operator_console.subjects.tikv.pd import PDClient
@@ -21,8 +21,9 @@ removed), Tombstone (removed).
 
 store_disconnected / store_down (target: a store)
 - Process died: PD has no heartbeat AND Prometheus cannot scrape the store's status port
-  (targets_up = 0). The fix is restarting its TiKV process (restart_store), which this
-  console cannot do: say so, a person must.
+  (targets_up = 0). The fix is restarting its TiKV process (restart_store): available when
+  the console has the cluster's containers (a compose stack); otherwise say so, a person must.
+  A paused container answers nothing but its process is there: resume_store.
 - Network partition: PD has no heartbeat but Prometheus still scrapes it (up = 1). No
   action reaches the network: escalate.
 - Disk full: the store's last report shows under 5 % available. Free disk, then restart.
@@ -83,7 +84,9 @@ class TikvAgentKit:
         metrics: MetricsReader | None,
         *,
         about: str,
+        processes: ProcessBackend | None = None,
     ) -> None:
+        self._processes = processes
         self._pd = pd
         self._observer = observer
         self._catalog = catalog
@@ -125,7 +128,9 @@ class TikvAgentKit:
         return "\n".join(lines)
 
     def toolbox(self) -> Toolbox:
-        return build_toolbox(self._pd, self._observer, self._catalog, self._metrics)
+        return build_toolbox(
+            self._pd, self._observer, self._catalog, self._metrics, self._processes
+        )
 
     def hypotheses(self, invariant: str) -> Sequence[Hypothesis]:
         return hypotheses_for(invariant, self._catalog, prometheus=self._metrics is not None)

@@ -27,6 +27,7 @@ from operator_console.subjects.tikv.runbook_stores import (
     SlowStore,
     StoreDraining,
     StoreProcessDied,
+    StoreProcessPaused,
     StoreRestarted,
     TikvHypothesis,
     store_detail,
@@ -409,7 +410,7 @@ class SourceRecovered(TikvHypothesis):
         )
 
 
-_STORE_SILENT = (StoreProcessDied, NetworkPartition, DiskFull)
+_STORE_SILENT = (StoreProcessDied, StoreProcessPaused, NetworkPartition, DiskFull)
 RUNBOOK: dict[str, tuple[type[TikvHypothesis], ...]] = {
     "store_disconnected": _STORE_SILENT,
     "store_down": _STORE_SILENT,

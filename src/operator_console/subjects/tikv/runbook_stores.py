@@ -95,10 +95,18 @@ class StoreProcessDied(_StoreHypothesis):
 
     def judge(self, ticket: TicketContext, results: Results) -> Assessment:
         d, findings = _silent(ticket, results)
+        container = _container_state(d)
+        if container == "paused":
+            return reject(f"{ticket.target}'s container is paused: its process is there, frozen")
         up, seen = scraped(ticket, results, d)
         if up is True:
             return reject("Prometheus still scrapes its status port: the process runs")
         params = {"store": ticket.target}
+        if container in ("killed", "exited", "stopped"):
+            claim = f"{ticket.target}'s container is {container}"
+            findings.append(_f(claim, store_detail(ticket.target), container=container))
+            why = f"{ticket.target}'s TiKV container is {container}: start it again"
+            return self.fix(0.95, findings, "restart_store", params, why)
         if up is False and seen is not None:
             findings.append(seen)
             ratio = _disk_ratio(d)
@@ -110,6 +118,29 @@ class StoreProcessDied(_StoreHypothesis):
             "cut link look alike, and a dead process is the likelier"
         )
         return self.fix(0.5, findings, "restart_store", params, why)
+
+
+def _container_state(d: dict[str, Any]) -> str | None:
+    """The store's container state, when the console has the stack's containers."""
+    container = d.get("container")
+    return container.get("state") if isinstance(container, dict) else None
+
+
+class StoreProcessPaused(_StoreHypothesis):
+    name = "store_process_paused"
+    description = "the store's container is paused: its process is there but frozen"
+
+    def judge(self, ticket: TicketContext, results: Results) -> Assessment:
+        d, findings = _silent(ticket, results)
+        container = _container_state(d)
+        if container is None:
+            return reject("the console has no container of this store to look at")
+        if container != "paused":
+            return reject(f"{ticket.target}'s container is {container}, not paused")
+        claim = f"{ticket.target}'s container is paused"
+        findings.append(_f(claim, store_detail(ticket.target), container=container))
+        why = f"{ticket.target}'s container is frozen, not dead: unpause it"
+        return self.fix(0.95, findings, "resume_store", {"store": ticket.target}, why)
 
 
 class NetworkPartition(_StoreHypothesis):

@@ -8,7 +8,14 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from operator_console.contract import ActionCatalog, Toolbox, ToolOutput, ToolSpec, only_fields
+from operator_console.contract import (
+    ActionCatalog,
+    ProcessBackend,
+    Toolbox,
+    ToolOutput,
+    ToolSpec,
+    only_fields,
+)
 from operator_console.domain import Observation
 from operator_console.subjects.tikv.metrics import MetricsReader, query_names
 from operator_console.subjects.tikv.observer import TikvObserver, raft_slowness
@@ -99,12 +106,26 @@ class TikvTools:
         observer: TikvObserver,
         catalog: ActionCatalog,
         metrics: MetricsReader | None,
+        processes: ProcessBackend | None = None,
     ) -> None:
         self.pd = pd
         self.observer = observer
         self.catalog = catalog
         self.metrics = metrics
+        self.processes = processes
         self._at = 0.0
+
+    async def _container(self, store: str) -> dict[str, Any]:
+        """The store's container and its state, where the console has the stack's."""
+        from operator_console.subjects.tikv.stack import StackError, TikvContainers
+
+        assert self.processes is not None
+        try:
+            service = await TikvContainers(self.pd, self.processes).store_service(store)
+        except StackError as exc:
+            return {"error": str(exc)}
+        await self.processes.refresh()
+        return {"service": service, "state": self.processes.status(service)}
 
     async def _state(self) -> tuple[Observation, TikvState]:
         last = self.observer.last
@@ -157,6 +178,8 @@ class TikvTools:
         detail["prometheus_given"] = state.prometheus
         detail["max_store_down_time_s"] = state.config.max_store_down_time_s
         detail["low_space_ratio"] = state.config.low_space_ratio
+        if self.processes is not None:
+            detail["container"] = await self._container(f"store-{store_id}")
         return ToolOutput.of(detail)
 
     async def region_check(self, tool_input: Mapping[str, Any]) -> ToolOutput:
@@ -309,9 +332,13 @@ class TikvTools:
 
 
 def build_toolbox(
-    pd: PDClient, observer: TikvObserver, catalog: ActionCatalog, metrics: MetricsReader | None
+    pd: PDClient,
+    observer: TikvObserver,
+    catalog: ActionCatalog,
+    metrics: MetricsReader | None,
+    processes: ProcessBackend | None = None,
 ) -> Toolbox:
-    tools = TikvTools(pd, observer, catalog, metrics)
+    tools = TikvTools(pd, observer, catalog, metrics, processes)
     box = Toolbox(unavailable=(PDError, PrometheusError, OSError, RuntimeError))
     specs = [
         (
