@@ -16,11 +16,11 @@ from operator_console.lab.etcd.cluster import EtcdCluster
 from operator_console.subjects.etcd import EtcdKind
 from operator_console.subjects.etcd.actions import build_catalog
 from operator_console.subjects.etcd.backend import NO_PROCESS, EtcdBackend
-from operator_console.subjects.etcd.invariants import LostWrites, SplitLeaders
+from operator_console.subjects.etcd.invariants import LatencySLO, LostWrites, SplitLeaders
 from operator_console.subjects.etcd.lab import EtcdLab
 from operator_console.subjects.etcd.metrics import MetricsHistory, parse_metrics
 from operator_console.subjects.etcd.spec import parse_endpoints
-from operator_console.subjects.etcd.state import EtcdState, LedgerView, MemberView
+from operator_console.subjects.etcd.state import EtcdState, LedgerView, MemberView, TrafficView
 
 MEMBERS = ["member-1", "member-2", "member-3"]
 URLS = {n: f"http://127.0.0.1:{2379 + i}" for i, n in enumerate(MEMBERS)}
@@ -217,6 +217,23 @@ def test_lost_writes_fires_on_any_write_the_read_back_misses() -> None:
     observation.state.ledger = LedgerView(checked=10, lost=[lost], age_s=0.1)
     [violation] = LostWrites().check(observation)
     assert violation.target == "workload" and "put of k at revision 9" in violation.message
+
+
+def test_latency_slo_needs_enough_answers_for_a_p99() -> None:
+    """A p99 of a few dozen answers is the one slowest request (a stall on a busy machine), not
+    a slow cluster; from a hundred answers on, it is judged."""
+    check = LatencySLO()
+    observation = _observation(
+        _member("member-1", leads=True, term=2),
+        _member("member-2", leads=False, term=2),
+        _member("member-3", leads=False, term=2),
+    )
+    assert isinstance(observation.state, EtcdState)
+    observation.state.traffic = TrafficView(window_s=5.0, finished=41, p99_ms=364.0)
+    assert check.check(observation) == []
+    observation.state.traffic = TrafficView(window_s=5.0, finished=150, p99_ms=364.0)
+    [violation] = check.check(observation)
+    assert violation.target == "cluster" and "p99 364 ms" in violation.message
 
 
 # Lines as etcd 3.4.23 writes them on /metrics (the rest of the ~1,500 are filtered out).

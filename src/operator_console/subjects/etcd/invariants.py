@@ -16,6 +16,8 @@ CLUSTER = "cluster"
 WORKLOAD = "workload"
 OBSERVER = "observer"
 MIN_REQUESTS = 10
+# A p99 of fewer answers is in effect the single slowest one: one stall, not a slow cluster.
+MIN_LATENCY_SAMPLES = 100
 DEAD = ("killed", "exited", "stopped")
 
 
@@ -371,6 +373,8 @@ class LatencySLO(_ClientSymptom):
         assert traffic is not None
         slo = self.thresholds.latency_p99_ms
         if traffic.p99_ms is None or traffic.p99_ms <= slo:
+            return []
+        if traffic.finished - traffic.errors < MIN_LATENCY_SAMPLES:
             return []
         per_member = {n: s.get("p99_ms") for n, s in traffic.per_member.items()}
         return [
