@@ -242,8 +242,7 @@ class Executor:
                         reason=row.policy_reason or row.decision_reason,
                         runs_at=at,
                     )
-                )
-                await self._waiting_for_schedule(row)
+                )  # the executor hears its own announcement and tells the ticket (_on_event)
             elif row.state in ANNOUNCED_STATES:
                 self._announce(
                     action_event(

@@ -20,7 +20,7 @@ from operator_console.db import RunRepository
 from operator_console.db.models import ActionRow
 
 HEADER = (
-    f"{'ID':>5}  {'STATE':<13} {'RISK':<7} {'ACTION':<16} {'PARAMS':<34} {'TICKET':<7} "
+    f"{'ID':>5}  {'STATE':<23} {'RISK':<7} {'ACTION':<16} {'PARAMS':<34} {'TICKET':<7} "
     f"{'RUN (SCENARIO)':<44} PROPOSED BY"
 )
 
@@ -33,7 +33,7 @@ def _line(row: ActionRow, scenarios: dict[str, str]) -> str:
     run = f"{row.run_id or '-'} ({scenarios.get(row.run_id or '', '?')})"
     ticket = f"#{row.ticket_id}" if row.ticket_id is not None else "-"
     return (
-        f"{row.id:>5}  {state:<13} {row.risk:<7} {row.name:<16} {params:<34} {ticket:<7} "
+        f"{row.id:>5}  {state:<23} {row.risk:<7} {row.name:<16} {params:<34} {ticket:<7} "
         f"{run:<44} {row.proposed_by}"
     )
 
