@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -167,6 +168,26 @@ async def test_pause_and_resume_stop_and_continue_the_whole_group(supervisor: Su
     await asyncio.sleep(0.2)
     for pid in [proc.pid, *kids]:
         assert psutil.Process(pid).status() != psutil.STATUS_STOPPED
+
+
+async def test_a_process_stopped_or_continued_from_outside_reads_as_it_is(
+    supervisor: Supervisor,
+) -> None:
+    """The status is the kernel's: `kill -STOP` by someone else is paused, `kill -CONT` running."""
+    proc = await supervisor.start("outside", ["sleep", "60"])
+    os.kill(proc.pid, signal.SIGSTOP)
+    await wait_until(lambda: psutil.Process(proc.pid).status() == psutil.STATUS_STOPPED)
+    assert supervisor.status("outside") == "paused"
+    os.kill(proc.pid, signal.SIGCONT)
+    await wait_until(lambda: psutil.Process(proc.pid).status() != psutil.STATUS_STOPPED)
+    assert supervisor.status("outside") == "running"
+
+
+async def wait_until(probe: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
 
 
 async def test_kill_sigkills_the_group_and_reaps(supervisor: Supervisor):

@@ -134,10 +134,13 @@ class Supervisor:
             raise UnknownProcessError(f"no process named {name!r} (known: {known})") from None
 
     def status(self, name: str) -> str:
-        """One of running, paused, killed, exited, stopped."""
+        """One of running, paused, killed, exited, stopped: as the kernel has it, so a process
+        stopped or continued by someone else (`kill -STOP`, `kill -CONT`) reads as it is."""
         proc = self.get(name)
         if proc.state in ("running", "paused") and not proc.alive:
             proc.state = "exited"
+        elif proc.state in ("running", "paused"):
+            proc.state = "paused" if _is_stopped(proc.pid) else "running"
         return proc.state
 
     def pid(self, name: str) -> int:
@@ -285,6 +288,10 @@ class Supervisor:
             raise SupervisorError(f"cannot resume {name!r}: it is {proc.state}")
         _signal_group(proc.pid, signal.SIGCONT)
         proc.state = "running"
+        # As for pause: return once the kernel shows the leader running again.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and proc.alive and _is_stopped(proc.pid):
+            time.sleep(0.002)
 
     async def restart(self, name: str) -> ManagedProcess:
         """Stop the process if it still runs, then start it again exactly as before."""

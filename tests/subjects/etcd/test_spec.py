@@ -16,7 +16,12 @@ from operator_console.lab.etcd.cluster import EtcdCluster
 from operator_console.subjects.etcd import EtcdKind
 from operator_console.subjects.etcd.actions import build_catalog
 from operator_console.subjects.etcd.backend import NO_PROCESS, EtcdBackend
-from operator_console.subjects.etcd.invariants import LatencySLO, LostWrites, SplitLeaders
+from operator_console.subjects.etcd.invariants import (
+    LatencySLO,
+    LostWrites,
+    MemberDown,
+    SplitLeaders,
+)
 from operator_console.subjects.etcd.lab import EtcdLab
 from operator_console.subjects.etcd.metrics import MetricsHistory, parse_metrics
 from operator_console.subjects.etcd.spec import parse_endpoints
@@ -217,6 +222,16 @@ def test_lost_writes_fires_on_any_write_the_read_back_misses() -> None:
     observation.state.ledger = LedgerView(checked=10, lost=[lost], age_s=0.1)
     [violation] = LostWrites().check(observation)
     assert violation.target == "workload" and "put of k at revision 9" in violation.message
+
+
+def test_a_member_whose_process_is_paused_is_down_whatever_answered_before() -> None:
+    """A health answer still in hand from before the pause does not make a stopped process
+    up: the kernel's word wins, so a pause is a ticket at the first look."""
+    paused = _member("member-2", leads=False, term=2)
+    paused.process = "paused"  # answers=True: the last health probe was from before
+    observation = _observation(_member("member-1", leads=True, term=2), paused)
+    [violation] = MemberDown().check(observation)
+    assert violation.target == "member-2" and "process paused" in violation.message
 
 
 def test_latency_slo_needs_enough_answers_for_a_p99() -> None:

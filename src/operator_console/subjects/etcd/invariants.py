@@ -30,10 +30,10 @@ def is_down(member: MemberView) -> bool:
     """Nothing of the member answers: its port refuses, or it timed out twice in a row, or its
     process is known dead or stopped. A member that answers but cannot be read (TLS, auth, a
     malformed answer) is not down: observation_failed says so."""
+    if member.process == "paused" or member.process in DEAD:
+        return True  # the OS says it cannot answer; an answer seen this tick is from before
     if member.answers:
         return False
-    if member.process == "paused" or member.process in DEAD:
-        return True
     if member.error_kind == "refused":
         return True
     return member.error_kind == "timeout" and member.failed_reads_in_row >= 2
