@@ -262,7 +262,8 @@ def test_the_table_takes_medians_and_p90_of_the_runs_that_have_times() -> None:
         score(node_kill(), "rules", 2, "b", _run(node_kill(), _fault()), ok=False),
         score(healthy(), "rules", 1, "c", _run(healthy()), ok=True),
     ]
-    kill, calm = table(runs)
+    calm, kill = table(runs)  # scenarios by name
+    assert (calm.scenario, kill.scenario) == (healthy().name, node_kill().name)
     assert (kill.runs, kill.wins, kill.win_rate) == (2, 1, 0.5)
     assert (kill.ttd_median, kill.ttm_median) == (0.03, 3.2)  # the undetected run has no times
     assert (calm.ttd_median, calm.tickets) == (None, 0.0)

@@ -221,8 +221,13 @@ class Cell:
 
 
 def table(scores: Sequence[RunScore]) -> list[Cell]:
-    """One cell per scenario and brain, in the order they first appear."""
-    keys = list(dict.fromkeys((s.scenario, s.brain) for s in scores))
+    """One cell per scenario and brain: scenarios by name, brains in the order they were
+    first scored (runs finish in any order when they run side by side)."""
+    brains = list(dict.fromkeys(s.brain for s in scores))
+    keys = sorted(
+        dict.fromkeys((s.scenario, s.brain) for s in scores),
+        key=lambda key: (key[0], brains.index(key[1])),
+    )
     cells = []
     for scenario, brain in keys:
         runs = [s for s in scores if s.scenario == scenario and s.brain == brain]
